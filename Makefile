@@ -1,0 +1,66 @@
+# Berth: the two commands are `make up` and `make test`. Everything they need is
+# installed by these targets on a fresh machine; slow products (Go build, wheels)
+# are cached outside the repository (~/.cache/berth, ~/.cache/uv, Go's caches).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PY      := .venv/bin/python
+UV      := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+PYTEST_ARGS ?=
+
+.PHONY: help venv k8s up down status test test-unit test-integration test-e2e lint bench bench-quick clean
+
+help:
+	@echo "make up      start the local cluster (control plane, fake GPU nodes, node agent, Prometheus, operator, examples)"
+	@echo "make down    stop it"
+	@echo "make test    run every test tier (unit, integration, e2e) on CPU"
+	@echo "make bench   run the benchmarks, results under bench/results/"
+	@echo "make lint    ruff + mypy"
+
+$(UV):
+	@command -v uv >/dev/null 2>&1 || python3 -m pip install --user --quiet uv
+
+.venv/.synced: pyproject.toml uv.lock | $(UV)
+	@echo "[make] installing Python dependencies into .venv (first time: large download of PyTorch, cached in ~/.cache/uv)"
+	$(UV) sync --locked
+	@touch $@
+
+venv: .venv/.synced
+
+k8s:
+	@bash hack/build-k8s.sh >/dev/null
+
+up: venv k8s
+	.venv/bin/berth dev up
+
+down: venv
+	.venv/bin/berth dev down
+
+status: venv
+	.venv/bin/berth dev status
+
+test: venv k8s
+	.venv/bin/pytest $(PYTEST_ARGS)
+
+test-unit: venv
+	.venv/bin/pytest -m unit $(PYTEST_ARGS)
+
+test-integration: venv k8s
+	.venv/bin/pytest -m integration $(PYTEST_ARGS)
+
+test-e2e: venv k8s
+	.venv/bin/pytest -m e2e $(PYTEST_ARGS)
+
+lint: venv
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+
+bench: venv k8s
+	.venv/bin/berth bench runtime
+	.venv/bin/berth bench operator
+
+bench-quick: venv
+	.venv/bin/berth bench runtime --quick
+
+clean:
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache
