@@ -1,0 +1,18 @@
+"""`berth bench <name>`: dispatch to one benchmark module."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHES = {
+    "runtime": "berth_bench.runtime",
+    "operator": "berth_bench.operator",
+}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in BENCHES:
+        print(f"usage: berth bench {{{'|'.join(BENCHES)}}} [args...]", file=sys.stderr)
+        return 2
+    return int(importlib.import_module(BENCHES[argv[0]]).main(argv[1:]) or 0)
