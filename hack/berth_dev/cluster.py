@@ -1,0 +1,570 @@
+"""Start, stop and inspect the local control plane.
+
+Components run as local processes in their own sessions, so they outlive the
+`berth dev up` command; their pids, ports and URLs sit in `<root>/state.json`.
+All listeners are on 127.0.0.1. `down` stops them in reverse order and waits.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import DevConfig
+from .pki import Pki, ensure_pki
+
+HACK_DIR = Path(__file__).resolve().parent.parent
+BUILD_SCRIPT = HACK_DIR / "build-k8s.sh"
+CONTEXT = "berth-dev"
+
+Progress = Callable[[str], None]
+
+
+class DevClusterError(RuntimeError):
+    """A step of the dev cluster failed; the message names the step and the log."""
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def free_port(preferred: int = 0) -> int:
+    """`preferred` when it is free on 127.0.0.1, else any free port."""
+    for port in ([preferred] if preferred else []) + [0]:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise DevClusterError("no free port on 127.0.0.1")
+
+
+def build_binaries(progress: Progress = _stderr) -> Path:
+    """Run hack/build-k8s.sh (a no-op with a warm cache); return the bin directory."""
+    proc = subprocess.run(
+        ["bash", str(BUILD_SCRIPT)], stdout=subprocess.PIPE, stderr=None, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise DevClusterError(
+            "building the control plane failed (see the step above); "
+            "retry with `bash hack/build-k8s.sh`"
+        )
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+@dataclass(frozen=True)
+class Paths:
+    root: Path
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.root / "kubeconfig"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def pki(self) -> Path:
+        return self.root / "pki"
+
+    @property
+    def etcd_data(self) -> Path:
+        return self.root / "etcd"
+
+    def log(self, component: str) -> Path:
+        return self.logs / f"{component}.log"
+
+
+def pid_alive(pid: int, marker: str | None = None) -> bool:
+    """Whether `pid` runs and (when given) its command line contains `marker`."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return False
+    return marker is None or marker in cmdline
+
+
+def read_state(paths: Paths) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads(paths.state.read_text())
+        return data
+    except (OSError, ValueError):
+        return {}
+
+
+def write_state(paths: Paths, state: dict[str, Any]) -> None:
+    tmp = paths.state.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+    tmp.replace(paths.state)
+
+
+def running_components(paths: Paths) -> dict[str, int]:
+    """Components recorded in state.json whose process is still alive."""
+    state = read_state(paths)
+    alive = {}
+    for name, info in state.get("components", {}).items():
+        if pid_alive(int(info["pid"]), info.get("marker")):
+            alive[name] = int(info["pid"])
+    return alive
+
+
+def write_kubeconfig(path: Path, server: str, pki: Pki) -> None:
+    def b64(p: Path) -> str:
+        return base64.b64encode(p.read_bytes()).decode()
+
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": CONTEXT,
+                "cluster": {"server": server, "certificate-authority-data": b64(pki.ca_crt)},
+            }
+        ],
+        "users": [
+            {
+                "name": "berth-admin",
+                "user": {
+                    "client-certificate-data": b64(pki.admin_crt),
+                    "client-key-data": b64(pki.admin_key),
+                },
+            }
+        ],
+        "contexts": [{"name": CONTEXT, "context": {"cluster": CONTEXT, "user": "berth-admin"}}],
+        "current-context": CONTEXT,
+    }
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    path.chmod(0o600)
+
+
+def _ssl_context(pki: Pki) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(pki.ca_crt))
+    ctx.load_cert_chain(str(pki.admin_crt), str(pki.admin_key))
+    return ctx
+
+
+def http_ok(url: str, ctx: ssl.SSLContext | None = None, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout, context=ctx) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+class DevCluster:
+    """The local control plane in `config.root`."""
+
+    def __init__(self, config: DevConfig | None = None, progress: Progress = _stderr) -> None:
+        self.config = config or DevConfig()
+        self.paths = Paths(self.config.root)
+        self.progress = progress
+        self._t0 = time.monotonic()
+
+    # -- reporting -------------------------------------------------------------------
+    def _step(self, msg: str) -> None:
+        self.progress(f"[berth dev +{time.monotonic() - self._t0:5.1f}s] {msg}")
+
+    # -- queries ---------------------------------------------------------------------
+    def is_running(self) -> bool:
+        return "kube-apiserver" in running_components(self.paths)
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return read_state(self.paths)
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.paths.kubeconfig
+
+    @property
+    def bin_dir(self) -> Path:
+        return Path(self.state["binDir"])
+
+    @property
+    def server(self) -> str:
+        return str(self.state["server"])
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        cmd = [str(self.bin_dir / "kubectl"), "--kubeconfig", str(self.paths.kubeconfig), *args]
+        proc = subprocess.run(
+            cmd, input=input, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if check and proc.returncode != 0:
+            raise DevClusterError(
+                f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}"
+            )
+        return proc
+
+    # -- lifecycle -------------------------------------------------------------------
+    def _spawn(
+        self, name: str, argv: list[str], state: dict[str, Any], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        log = self.paths.log(name).open("ab")
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=str(self.paths.root),
+            env={**os.environ, **(env or {})},
+        )
+        log.close()
+        state.setdefault("components", {})[name] = {
+            "pid": proc.pid,
+            "marker": argv[0] if len(argv) < 2 else f"{argv[0]} {argv[1]}",
+            "log": str(self.paths.log(name)),
+        }
+        write_state(self.paths, state)
+        return proc
+
+    def _wait(
+        self,
+        what: str,
+        check: Callable[[], bool],
+        proc: subprocess.Popen[bytes] | None,
+        log: str,
+        timeout: float = 90,
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if check():
+                return
+            if proc is not None and proc.poll() is not None:
+                raise DevClusterError(
+                    f"{what}: the process exited with code {proc.returncode}; read {log}"
+                )
+            time.sleep(0.2)
+        raise DevClusterError(f"{what}: not ready after {timeout:.0f}s; read {log}")
+
+    def up(self, bin_dir: Path | None = None) -> None:
+        """Start every component and the fake nodes; return once the API is ready."""
+        if self.is_running():
+            raise DevClusterError(
+                f"a dev cluster is already running (state {self.paths.state}); "
+                "`berth dev down` stops it"
+            )
+        self.down(quiet=True)  # clear leftovers of a crashed run
+        self._t0 = time.monotonic()
+        root = self.paths.root
+        root.mkdir(parents=True, exist_ok=True)
+        self.paths.logs.mkdir(exist_ok=True)
+        if bin_dir is None:
+            self._step("control plane binaries (a cold build compiles Kubernetes: 10-30 min)")
+            bin_dir = build_binaries(self.progress)
+        k8s = str(bin_dir / "berth-k8s")
+        pki = ensure_pki(self.paths.pki)
+        ports = {
+            "apiserver": free_port(self.config.apiserver_port),
+            "etcd": free_port(),
+            "etcdPeer": free_port(),
+            "controllerManager": free_port(),
+            "scheduler": free_port(),
+            "kwok": free_port(),
+        }
+        server = f"https://127.0.0.1:{ports['apiserver']}"
+        state: dict[str, Any] = {
+            "binDir": str(bin_dir),
+            "server": server,
+            "ports": ports,
+            "kubeconfig": str(self.paths.kubeconfig),
+            "startedAt": time.time(),
+        }
+        write_state(self.paths, state)
+        write_kubeconfig(self.paths.kubeconfig, server, pki)
+        kc = str(self.paths.kubeconfig)
+
+        self._step(f"etcd on 127.0.0.1:{ports['etcd']}")
+        etcd_url = f"http://127.0.0.1:{ports['etcd']}"
+        etcd = self._spawn(
+            "etcd",
+            [
+                k8s,
+                "etcd",
+                f"--data-dir={self.paths.etcd_data}",
+                f"--listen-client-urls={etcd_url}",
+                f"--listen-peer-urls=http://127.0.0.1:{ports['etcdPeer']}",
+                "--unsafe-no-fsync=true",
+            ],
+            state,
+        )
+        self._wait("etcd", lambda: http_ok(f"{etcd_url}/health"), etcd, str(self.paths.log("etcd")))
+
+        self._step(f"kube-apiserver on {server}")
+        api = self._spawn(
+            "kube-apiserver",
+            [
+                k8s,
+                "kube-apiserver",
+                f"--etcd-servers={etcd_url}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={ports['apiserver']}",
+                f"--cert-dir={root / 'apiserver-certs'}",
+                f"--tls-cert-file={pki.server_crt}",
+                f"--tls-private-key-file={pki.server_key}",
+                f"--client-ca-file={pki.ca_crt}",
+                f"--service-account-key-file={pki.sa_pub}",
+                f"--service-account-signing-key-file={pki.sa_key}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-cluster-ip-range={self.config.service_cidr}",
+                "--authorization-mode=Node,RBAC",
+                "--allow-privileged=true",
+                "--enable-priority-and-fairness=false",
+                "--endpoint-reconciler-type=none",
+                "--profiling=false",
+                "--max-requests-inflight=1000",
+                "--max-mutating-requests-inflight=500",
+                "--v=1",
+            ],
+            state,
+        )
+        ctx = _ssl_context(pki)
+        self._wait(
+            "kube-apiserver",
+            lambda: http_ok(f"{server}/readyz", ctx),
+            api,
+            str(self.paths.log("kube-apiserver")),
+            timeout=120,
+        )
+
+        self._step("kube-controller-manager, kube-scheduler, kwok")
+        common = [f"--kubeconfig={kc}", "--leader-elect=false", "--bind-address=127.0.0.1"]
+        delegated = [f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}"]
+        kcm = self._spawn(
+            "kube-controller-manager",
+            [
+                k8s,
+                "kube-controller-manager",
+                *common,
+                *delegated,
+                f"--secure-port={ports['controllerManager']}",
+                f"--root-ca-file={pki.ca_crt}",
+                f"--service-account-private-key-file={pki.sa_key}",
+                "--use-service-account-credentials=false",
+                "--kube-api-qps=300",
+                "--kube-api-burst=600",
+                "--concurrent-deployment-syncs=20",
+                "--concurrent-replicaset-syncs=20",
+                "--concurrent-gc-syncs=40",
+                "--profiling=false",
+            ],
+            state,
+        )
+        sched = self._spawn(
+            "kube-scheduler",
+            [
+                k8s,
+                "kube-scheduler",
+                *common,
+                *delegated,
+                f"--secure-port={ports['scheduler']}",
+                "--profiling=false",
+            ],
+            state,
+        )
+        kwok = self._spawn(
+            "kwok",
+            [
+                str(bin_dir / "kwok"),
+                f"--kubeconfig={kc}",
+                "--manage-all-nodes=false",
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+                f"--cidr={self.config.pod_cidr}",
+                "--node-ip=10.244.0.1",
+                f"--server-address=127.0.0.1:{ports['kwok']}",
+            ],
+            state,
+        )
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE
+        for name, proc, port in (
+            ("kube-controller-manager", kcm, ports["controllerManager"]),
+            ("kube-scheduler", sched, ports["scheduler"]),
+        ):
+            url = f"https://127.0.0.1:{port}/healthz"
+            self._wait(name, lambda u=url: http_ok(u, insecure), proc, str(self.paths.log(name)))
+        self._wait(
+            "kwok",
+            lambda: http_ok(f"http://127.0.0.1:{ports['kwok']}/healthz"),
+            kwok,
+            str(self.paths.log("kwok")),
+        )
+
+        self._step(f"fake nodes: {', '.join(f'{p.count}x {p.name}' for p in self.config.pools)}")
+        from .nodes import create_fake_nodes
+
+        client = self.client()
+        names = create_fake_nodes(client, self.config.pools)
+        state["fakeNodes"] = names
+        write_state(self.paths, state)
+        self._wait_nodes_ready(client, names)
+        self._step("control plane ready")
+
+    def _wait_nodes_ready(self, client: Any, names: list[str], timeout: float = 60) -> None:
+        from lightkube.resources.core_v1 import Node
+
+        want = set(names)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready = {
+                n.metadata.name
+                for n in client.list(Node, labels={"type": "kwok"})
+                if n.metadata
+                and n.status
+                and any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
+            }
+            if want <= ready:
+                return
+            time.sleep(0.3)
+        raise DevClusterError(
+            f"fake nodes not Ready after {timeout:.0f}s: {sorted(want - ready)}; "
+            f"read {self.paths.log('kwok')}"
+        )
+
+    def client(self) -> Any:
+        """A lightkube sync Client for this cluster."""
+        from lightkube import Client, KubeConfig
+
+        return Client(KubeConfig.from_file(str(self.paths.kubeconfig)), field_manager="berth-dev")
+
+    def down(self, quiet: bool = False, grace: float = 15) -> list[str]:
+        """Stop every recorded component (reverse start order); return their names."""
+        state = read_state(self.paths)
+        comps: dict[str, Any] = state.get("components", {})
+        stopped = []
+        for name in reversed(list(comps)):
+            info = comps[name]
+            pid = int(info["pid"])
+            if not pid_alive(pid, info.get("marker")):
+                continue
+            if not quiet:
+                self._step(f"stopping {name} (pid {pid})")
+            _terminate_group(pid, grace)
+            stopped.append(name)
+        if comps:
+            state["components"] = {}
+            write_state(self.paths, state)
+        return stopped
+
+    def status(self) -> dict[str, Any]:
+        state = read_state(self.paths)
+        comps = state.get("components", {})
+        out: dict[str, Any] = {"root": str(self.paths.root), "components": {}}
+        urls = {
+            "kube-apiserver": state.get("server"),
+            "etcd": f"http://127.0.0.1:{state.get('ports', {}).get('etcd')}",
+        }
+        urls.update(state.get("urls", {}))
+        for name, info in comps.items():
+            alive = pid_alive(int(info["pid"]), info.get("marker"))
+            out["components"][name] = {
+                "state": "running" if alive else "stopped",
+                "pid": info["pid"],
+                "url": urls.get(name),
+                "log": info.get("log"),
+            }
+        out["running"] = bool(comps) and all(
+            c["state"] == "running" for c in out["components"].values()
+        )
+        if out["running"]:
+            out["kubeconfig"] = str(self.paths.kubeconfig)
+            out["server"] = state.get("server")
+        return out
+
+
+def _terminate_group(pid: int, grace: float) -> None:
+    """SIGTERM the process group led by `pid`, wait `grace` seconds, then SIGKILL."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    except PermissionError:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not _group_alive(pid):
+            return
+        time.sleep(0.1)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _group_alive(pid):
+        time.sleep(0.05)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any non-zombie process is left in process group `pgid`."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def reachable_external_cluster(kubectl: Path, own_kubeconfig: Path) -> str | None:
+    """The server of $KUBECONFIG when it names a reachable cluster other than ours."""
+    env = os.environ.get("KUBECONFIG")
+    if not env:
+        return None
+    if any(Path(p).resolve() == own_kubeconfig.resolve() for p in env.split(":") if p):
+        return None
+    proc = subprocess.run(
+        [str(kubectl), "version", "-o", "json", "--request-timeout=3s"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=10,
+    )
+    if proc.returncode != 0:
+        return None
+    server = subprocess.run(
+        [
+            str(kubectl),
+            "config",
+            "view",
+            "--minify",
+            "-o",
+            "jsonpath={.clusters[0].cluster.server}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return server or env
