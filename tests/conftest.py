@@ -6,6 +6,7 @@ stopped at the end; a cluster already started with `make up` is reused and left 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -61,7 +62,5 @@ def namespace(kube: Any, request: pytest.FixtureRequest) -> Iterator[str]:
                 raise
             time.sleep(0.1)
     yield name
-    try:
+    with contextlib.suppress(ApiError):
         kube.delete(Namespace, name)
-    except ApiError:
-        pass
