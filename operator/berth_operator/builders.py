@@ -1,0 +1,470 @@
+"""Pure builders: a ModelDeployment (plain dict) -> the manifests of its children.
+
+Nothing here talks to a server. `render()` either returns every child or raises
+`RenderError`, so a spec that cannot be rendered never leaves partial children.
+
+Children (all named after the ModelDeployment, all owned by it):
+  Deployment           apps/v1                 always
+  Service              v1                      always
+  PodDisruptionBudget  policy/v1               when desired replicas > 1
+  PodMonitor           monitoring.coreos.com/v1 when the Prometheus Operator CRD exists
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from berth_operator.errors import RenderError
+from berth_operator.settings import Settings
+
+GROUP = "serving.berth.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "ModelDeployment"
+PLURAL = "modeldeployments"
+
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+MANAGED_BY = "berth-operator"
+HASH_ANNOTATION = f"{GROUP}/spec-hash"
+MODEL_LABEL = f"{GROUP}/model"
+CONTAINER = "runtime"
+READY_PATH = "/v2/health/ready"
+LIVE_PATH = "/v2/health/live"
+METRICS_PATH = "/metrics"
+
+Manifest = dict[str, Any]
+ChildKey = tuple[str, str]  # (kind, name)
+
+_DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_SCHEMES = ("pvc", "s3", "gs", "https", "file")
+_TRAVERSAL = re.compile(r"(^|[/\\]|%2f|%5c)(\.|%2e)(\.|%2e)([/\\?#]|%2f|%5c|$)")
+_PIN = re.compile(r"#sha256=[0-9a-f]{64}$")
+_QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eE][+-]?[0-9]+|[numkMGTPE]|[KMGTPE]i)?$")
+_SUFFIX: dict[str, int | Decimal] = {
+    "": 1, "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"),
+    "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where the runtime reads the model, after translating pvc:// to a mounted path."""
+
+    runtime_uri: str
+    pvc_claim: str | None = None
+
+
+@dataclass
+class Children:
+    """The rendered children: what to apply and which optional children must not exist."""
+
+    apply: list[Manifest] = field(default_factory=list)
+    absent: list[tuple[str, str, str]] = field(default_factory=list)  # (apiVersion, kind, name)
+
+    def by_kind(self, kind: str) -> Manifest | None:
+        return next((m for m in self.apply if m["kind"] == kind), None)
+
+
+# --- small helpers -------------------------------------------------------------
+
+
+def parse_quantity(value: object) -> Decimal | None:
+    """A Kubernetes quantity as a Decimal, or None when it is not one."""
+    match = _QUANTITY.match(str(value).strip())
+    if not match:
+        return None
+    number, suffix = match.group(1), match.group(2) or ""
+    try:
+        base = Decimal(number)
+        if suffix[:1] in ("e", "E"):
+            return base * Decimal(10) ** int(suffix[1:])
+        return base * Decimal(_SUFFIX[suffix])
+    except (InvalidOperation, KeyError):
+        return None
+
+
+def selector_labels(name: str) -> dict[str, str]:
+    """Labels the Deployment, Service, PDB and PodMonitor select on (name + instance only)."""
+    return {"app.kubernetes.io/name": "berth-runtime", "app.kubernetes.io/instance": name}
+
+
+def selector_string(name: str) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(selector_labels(name).items()))
+
+
+def common_labels(name: str) -> dict[str, str]:
+    return {
+        **selector_labels(name),
+        "app.kubernetes.io/component": "model-server",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        MODEL_LABEL: name,
+    }
+
+
+def owner_reference(md: Mapping[str, Any]) -> dict[str, Any]:
+    meta = md["metadata"]
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def served_name(md: Mapping[str, Any]) -> str:
+    return str(md["spec"]["model"].get("name") or md["metadata"]["name"])
+
+
+def service_url(name: str, namespace: str, settings: Settings) -> str:
+    port = settings.kube.service_port
+    suffix = "" if port == 80 else f":{port}"
+    return f"http://{name}.{namespace}.svc.{settings.kube.cluster_domain}{suffix}"
+
+
+def desired_replicas(spec: Mapping[str, Any]) -> int:
+    """spec.replicas, kept within [minReplicas, maxReplicas] when autoscaling is set."""
+    replicas = int(spec.get("replicas", 1))
+    scaling = spec.get("autoscaling")
+    if scaling:
+        low = int(scaling.get("minReplicas", 0))
+        high = int(scaling.get("maxReplicas", replicas))
+        replicas = max(low, min(high, replicas))
+    return replicas
+
+
+def spec_hash(manifest: Mapping[str, Any]) -> str:
+    """A short, stable digest of a manifest (excluding the hash annotation itself)."""
+    text = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def parse_model_uri(uri: str, settings: Settings) -> ModelSource:
+    """Check a model URI (as the CRD does) and translate pvc:// to a mounted file path."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep or scheme not in _SCHEMES:
+        raise RenderError("spec.model.uri", f"scheme must be one of {', '.join(_SCHEMES)}")
+    if _TRAVERSAL.search(uri.lower()):
+        raise RenderError("spec.model.uri", "must not contain a '..' path segment")
+    if scheme == "https" and not _PIN.search(uri):
+        raise RenderError("spec.model.uri", "https:// needs a #sha256=<64 hex> pin")
+    if scheme != "pvc":
+        return ModelSource(runtime_uri=uri)
+    claim, _, path = rest.partition("/")
+    if not _DNS1123_LABEL.match(claim) or len(claim) > 63:
+        raise RenderError("spec.model.uri", f"pvc claim name {claim!r} is not a valid name")
+    mounted = f"{settings.runtime.models_root}/{claim}"
+    return ModelSource(runtime_uri=f"file://{mounted}/{path}".rstrip("/"), pvc_claim=claim)
+
+
+# --- children --------------------------------------------------------------------
+
+
+def _metadata(md: Mapping[str, Any]) -> dict[str, Any]:
+    meta = md["metadata"]
+    return {
+        "name": meta["name"],
+        "namespace": meta["namespace"],
+        "labels": common_labels(meta["name"]),
+        "ownerReferences": [owner_reference(md)],
+    }
+
+
+def _env(md: Mapping[str, Any], source: ModelSource, settings: Settings) -> list[dict[str, str]]:
+    spec = md["spec"]
+    model = spec["model"]
+    runtime = spec.get("runtime") or {}
+    batching = runtime.get("batching") or {}
+    env = {
+        "BERTH_MODEL_URI": source.runtime_uri,
+        "BERTH_FORMAT": model["format"],
+        "BERTH_MODEL_NAME": served_name(md),
+        "BERTH_PORT": str(settings.runtime.port),
+        "BERTH_MAX_BATCH_SIZE": str(batching.get("maxBatchSize", 32)),
+        "BERTH_MAX_DELAY_MS": str(batching.get("maxDelayMs", 5)),
+        "BERTH_DTYPE": runtime.get("dtype", "float32"),
+        "BERTH_CACHE_DIR": settings.runtime.cache_dir,
+        # The root filesystem is read-only: libraries that write under $HOME use /tmp.
+        "HOME": "/tmp",
+    }
+    if model.get("factory"):
+        env["BERTH_FACTORY"] = model["factory"]
+    return [{"name": k, "value": v} for k, v in env.items()]
+
+
+def _resources(spec: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
+    res = spec.get("resources") or {}
+    gpu = res.get("gpu") or {}
+    count = int(gpu.get("count", 0))
+    if not 0 <= count <= 64:
+        raise RenderError("spec.resources.gpu.count", "must be between 0 and 64")
+    requests: dict[str, str] = {}
+    limits: dict[str, str] = {}
+    for key, default in (("cpu", "1"), ("memory", "2Gi")):
+        value = str(res.get(key, default))
+        parsed = parse_quantity(value)
+        if parsed is None or parsed <= 0:
+            raise RenderError(f"spec.resources.{key}", f"{value!r} is not a positive quantity")
+        requests[key] = value
+    limits["memory"] = requests["memory"]
+    if count:
+        requests[GPU_RESOURCE] = limits[GPU_RESOURCE] = str(count)
+    return {"requests": requests, "limits": limits}, count
+
+
+def _scheduling(spec: Mapping[str, Any], gpus: int) -> dict[str, Any]:
+    """GPU translation first (selector, toleration), then the user's scheduling fields."""
+    res = spec.get("resources") or {}
+    product = (res.get("gpu") or {}).get("product")
+    sched = spec.get("scheduling") or {}
+    user_selector = dict(sched.get("nodeSelector") or {})
+    out: dict[str, Any] = {}
+    selector: dict[str, str] = {}
+    if product:
+        if user_selector.get(GPU_PRODUCT_LABEL, product) != product:
+            raise RenderError(
+                "spec.scheduling.nodeSelector",
+                f"{GPU_PRODUCT_LABEL}={user_selector[GPU_PRODUCT_LABEL]!r} contradicts "
+                f"spec.resources.gpu.product={product!r}; set the product in one place",
+            )
+        selector[GPU_PRODUCT_LABEL] = product
+    selector.update(user_selector)
+    if selector:
+        out["nodeSelector"] = selector
+    tolerations: list[dict[str, Any]] = []
+    if gpus:
+        tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
+    tolerations += [dict(t) for t in sched.get("tolerations") or []]
+    if tolerations:
+        out["tolerations"] = tolerations
+    if sched.get("affinity"):
+        out["affinity"] = sched["affinity"]
+    if sched.get("priorityClassName"):
+        out["priorityClassName"] = sched["priorityClassName"]
+    return out
+
+
+def _probe(path: str, period: int, failures: int, timeout: int = 2) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": timeout,
+        "failureThreshold": failures,
+    }
+
+
+def deployment(md: Mapping[str, Any], settings: Settings) -> Manifest:
+    meta = md["metadata"]
+    name = meta["name"]
+    spec = md["spec"]
+    if len(name) > 50 or not _DNS1035.match(name):
+        raise RenderError("metadata.name", "must be a DNS-1035 label of at most 50 characters")
+    model = spec.get("model") or {}
+    if model.get("format") not in ("torchscript", "torch-export", "safetensors",
+                                   "sentence-transformers"):  # fmt: skip
+        raise RenderError("spec.model.format", f"unsupported format {model.get('format')!r}")
+    if model.get("format") == "safetensors" and not model.get("factory"):
+        raise RenderError("spec.model.factory", "required when spec.model.format is safetensors")
+    source = parse_model_uri(str(model.get("uri", "")), settings)
+    resources, gpus = _resources(spec)
+    runtime = spec.get("runtime") or {}
+    rt = settings.runtime
+
+    volumes: list[dict[str, Any]] = [
+        {"name": "model-cache", "emptyDir": {"sizeLimit": rt.cache_size_limit}
+         if rt.cache_size_limit else {}},
+        {"name": "tmp", "emptyDir": {}},
+    ]  # fmt: skip
+    mounts: list[dict[str, Any]] = [
+        {"name": "model-cache", "mountPath": rt.cache_dir},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    if source.pvc_claim:
+        volumes.append({
+            "name": "model-store",
+            "persistentVolumeClaim": {"claimName": source.pvc_claim, "readOnly": True},
+        })  # fmt: skip
+        mounts.append({
+            "name": "model-store",
+            "mountPath": f"{rt.models_root}/{source.pvc_claim}",
+            "readOnly": True,
+        })  # fmt: skip
+
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": runtime.get("image") or rt.image,
+        "imagePullPolicy": runtime.get("imagePullPolicy", "IfNotPresent"),
+        "command": ["berth-runtime", "serve"],
+        "env": _env(md, source, settings),
+        "ports": [{"name": "http", "containerPort": rt.port, "protocol": "TCP"}],
+        "resources": resources,
+        "startupProbe": _probe(READY_PATH, 10, max(1, rt.startup_seconds // 10)),
+        "readinessProbe": _probe(READY_PATH, 5, 3),
+        "livenessProbe": _probe(LIVE_PATH, 10, 3, timeout=5),
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": mounts,
+    }
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 30,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": rt.run_as_user,
+            "runAsGroup": rt.run_as_user,
+            "fsGroup": rt.run_as_user,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+        **_scheduling(spec, gpus),
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(md),
+        "spec": {
+            "replicas": desired_replicas(spec),
+            "revisionHistoryLimit": 3,
+            "progressDeadlineSeconds": rt.startup_seconds + 300,
+            "selector": {"matchLabels": selector_labels(name)},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+            },
+            "template": {
+                "metadata": {
+                    "labels": common_labels(name),
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(rt.port),
+                        "prometheus.io/path": METRICS_PATH,
+                    },
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def service(md: Mapping[str, Any], settings: Settings) -> Manifest:
+    name = md["metadata"]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(md),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(name),
+            "ports": [{
+                "name": "http",
+                "port": settings.kube.service_port,
+                "targetPort": "http",
+                "protocol": "TCP",
+            }],
+        },
+    }  # fmt: skip
+
+
+def pod_disruption_budget(md: Mapping[str, Any]) -> Manifest:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(md),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": selector_labels(md["metadata"]["name"])},
+        },
+    }
+
+
+def pod_monitor(md: Mapping[str, Any]) -> Manifest:
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": _metadata(md),
+        "spec": {
+            "selector": {"matchLabels": selector_labels(md["metadata"]["name"])},
+            "podMetricsEndpoints": [{"port": "http", "path": METRICS_PATH}],
+        },
+    }
+
+
+def with_hash(manifest: Manifest) -> Manifest:
+    """The manifest with its digest in the spec-hash annotation."""
+    digest = spec_hash(manifest)
+    meta = {**manifest["metadata"]}
+    meta["annotations"] = {**meta.get("annotations", {}), HASH_ANNOTATION: digest}
+    return {**manifest, "metadata": meta}
+
+
+def render(md: Mapping[str, Any], settings: Settings, *, podmonitor: bool) -> Children:
+    """All children of one ModelDeployment, or RenderError; never a partial set."""
+    children = Children()
+    children.apply.append(deployment(md, settings))
+    children.apply.append(service(md, settings))
+    name = md["metadata"]["name"]
+    if desired_replicas(md["spec"]) > 1:
+        children.apply.append(pod_disruption_budget(md))
+    else:
+        children.absent.append(("policy/v1", "PodDisruptionBudget", name))
+    if podmonitor:
+        children.apply.append(pod_monitor(md))
+    children.apply = [with_hash(m) for m in children.apply]
+    return children
+
+
+# --- drift -----------------------------------------------------------------------
+
+
+def _same_scalar(want: object, have: object) -> bool:
+    if want == have:
+        return True
+    if isinstance(want, str | int) and isinstance(have, str | int) and not isinstance(want, bool):
+        a, b = parse_quantity(want), parse_quantity(have)
+        return a is not None and a == b
+    return False
+
+
+def is_subset(want: object, have: object) -> bool:
+    """Whether every field of `want` is present with the same value in `have`.
+
+    Fields the API server adds (defaults, status, clusterIP) are ignored; quantities
+    compare by value ("0.5" == "500m"); list items may appear in any order.
+    """
+    if isinstance(want, Mapping):
+        if not isinstance(have, Mapping):
+            return False
+        return all(k in have and is_subset(v, have[k]) for k, v in want.items())
+    if isinstance(want, list):
+        if not isinstance(have, list) or len(have) < len(want):
+            return False
+        return all(any(is_subset(w, h) for h in have) for w in want)
+    return _same_scalar(want, have)
+
+
+def needs_apply(desired: Manifest, observed: Mapping[str, Any] | None) -> bool:
+    """Apply when the child is missing, was rendered from another spec, or drifted."""
+    if observed is None:
+        return True
+    want_hash = desired["metadata"]["annotations"][HASH_ANNOTATION]
+    have_hash = ((observed.get("metadata") or {}).get("annotations") or {}).get(HASH_ANNOTATION)
+    if want_hash != have_hash:
+        return True
+    want = {k: v for k, v in desired.items() if k not in ("apiVersion", "kind")}
+    return not is_subset(want, observed)

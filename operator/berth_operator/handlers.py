@@ -1,0 +1,156 @@
+"""Thin Kopf handlers: unpack, call the reconciler, translate errors.
+
+Watched: ModelDeployments (create/update/resume), and the children the operator owns
+(Deployments, Services, PodDisruptionBudgets, PodMonitors, Pods), filtered by label.
+Indexes keep the latest of each in memory, so status needs no polling.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from berth_operator import builders, status
+from berth_operator.errors import ApplyError, RenderError
+from berth_operator.kube import Kube, is_established
+from berth_operator.reconciler import Reconciler, plain_child, plain_md
+from berth_operator.settings import Settings, from_env
+
+G, V, P = builders.GROUP, builders.VERSION, builders.PLURAL
+MANAGED = {"app.kubernetes.io/managed-by": builders.MANAGED_BY}
+PODMONITOR_CRD = "podmonitors.monitoring.coreos.com"
+
+# One reconciler per process; main() may replace its settings before kopf starts.
+RECONCILER = Reconciler(from_env())
+
+
+def configure(settings: Settings) -> None:
+    RECONCILER.settings = settings
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=G)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=G, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{G}/finalizer"
+    # Only warnings and errors of Kopf itself become Events; ours are explicit.
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    if RECONCILER.settings.reconcile.max_workers:
+        settings.batching.worker_limit = RECONCILER.settings.reconcile.max_workers
+    RECONCILER.kube = Kube(RECONCILER.settings.kube.field_manager)
+    RECONCILER.podmonitors = await RECONCILER.kube.crd_established(PODMONITOR_CRD)
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    if RECONCILER.kube is not None:
+        await RECONCILER.kube.close()
+
+
+# --- indexes (in-memory views filled by watch streams) --------------------------
+
+
+@kopf.index(G, V, P)
+def model_index(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
+    return {(str(namespace), name): plain_md(body)}
+
+
+@kopf.index("apps", "v1", "deployments", labels=MANAGED)
+def deployment_index(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
+    return {(str(namespace), name): plain_child(body)}
+
+
+@kopf.index("v1", "services", labels=MANAGED)
+def service_index(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
+    return {(str(namespace), name): plain_child(body)}
+
+
+@kopf.index("policy", "v1", "poddisruptionbudgets", labels=MANAGED)
+def poddisruptionbudget_index(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
+    return {(str(namespace), name): plain_child(body)}
+
+
+@kopf.index("monitoring.coreos.com", "v1", "podmonitors", labels=MANAGED)
+def podmonitor_index(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
+    return {(str(namespace), name): plain_child(body)}
+
+
+@kopf.index("v1", "pods", labels={builders.MODEL_LABEL: kopf.PRESENT})
+def pod_index(body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any) -> Any:
+    return {(str(namespace), labels[builders.MODEL_LABEL]): status.observe_pod(body)}
+
+
+# --- the ModelDeployment ---------------------------------------------------------
+
+
+@kopf.on.resume(G, V, P)
+@kopf.on.create(G, V, P)
+@kopf.on.update(G, V, P, field="spec")
+async def reconcile(body: kopf.Body, reason: str, **kwargs: Any) -> None:
+    RECONCILER.bind(kwargs)
+    try:
+        await RECONCILER.converge(plain_md(body), cause=str(reason))
+    except RenderError as exc:
+        raise kopf.PermanentError(f"cannot render children: {exc}") from exc
+    except ApplyError as exc:
+        raise kopf.TemporaryError(str(exc), delay=5) from exc
+
+
+@kopf.on.event(G, V, P)
+async def model_event(type: str, namespace: str | None, name: str, **kwargs: Any) -> None:
+    RECONCILER.bind(kwargs)
+    if type == "DELETED":
+        RECONCILER.forget((str(namespace), name))
+
+
+# --- children -------------------------------------------------------------------
+
+
+async def _child(kind: str, event: kopf.RawEvent, body: kopf.Body, kwargs: Any) -> None:
+    RECONCILER.bind(kwargs)
+    await RECONCILER.on_child_event(kind, event.get("type"), body)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
+async def deployment_event(event: kopf.RawEvent, body: kopf.Body, **kwargs: Any) -> None:
+    await _child("Deployment", event, body, kwargs)
+
+
+@kopf.on.event("v1", "services", labels=MANAGED)
+async def service_event(event: kopf.RawEvent, body: kopf.Body, **kwargs: Any) -> None:
+    await _child("Service", event, body, kwargs)
+
+
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=MANAGED)
+async def pdb_event(event: kopf.RawEvent, body: kopf.Body, **kwargs: Any) -> None:
+    await _child("PodDisruptionBudget", event, body, kwargs)
+
+
+@kopf.on.event("monitoring.coreos.com", "v1", "podmonitors", labels=MANAGED)
+async def podmonitor_event(event: kopf.RawEvent, body: kopf.Body, **kwargs: Any) -> None:
+    await _child("PodMonitor", event, body, kwargs)
+
+
+@kopf.on.event("v1", "pods", labels={builders.MODEL_LABEL: kopf.PRESENT})
+async def pod_event(namespace: str | None, labels: kopf.Labels, **kwargs: Any) -> None:
+    RECONCILER.bind(kwargs)
+    RECONCILER.schedule_status((str(namespace), labels[builders.MODEL_LABEL]))
+
+
+@kopf.on.event(
+    "apiextensions.k8s.io", "v1", "customresourcedefinitions",
+    field="metadata.name", value=PODMONITOR_CRD,
+)  # fmt: skip
+async def podmonitor_crd(event: kopf.RawEvent, body: kopf.Body, **kwargs: Any) -> None:
+    RECONCILER.bind(kwargs)
+    available = event.get("type") != "DELETED" and is_established(body)
+    if available and not RECONCILER.podmonitors:
+        RECONCILER.podmonitors = True
+        RECONCILER.spawn(RECONCILER.reconcile_all(cause="podmonitor-crd"))
+    elif not available:
+        RECONCILER.podmonitors = False

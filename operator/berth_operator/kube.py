@@ -1,0 +1,129 @@
+"""Thin Kubernetes client layer: server-side apply, delete, status patch (lightkube).
+
+Only generic resources are used, so no large model classes are imported. Every write
+raises `ApplyError` on failure; a missing object on delete is not a failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from lightkube import ApiError, AsyncClient
+from lightkube.generic_resource import create_global_resource, create_namespaced_resource
+from lightkube.types import PatchType
+
+from berth_operator import builders
+from berth_operator.errors import ApplyError
+
+# (apiVersion, kind) -> lightkube generic resource class
+_RESOURCES: dict[tuple[str, str], Any] = {
+    ("apps/v1", "Deployment"): create_namespaced_resource(
+        "apps", "v1", "Deployment", "deployments"
+    ),
+    ("v1", "Service"): create_namespaced_resource("", "v1", "Service", "services"),
+    ("policy/v1", "PodDisruptionBudget"): create_namespaced_resource(
+        "policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets"
+    ),
+    ("monitoring.coreos.com/v1", "PodMonitor"): create_namespaced_resource(
+        "monitoring.coreos.com", "v1", "PodMonitor", "podmonitors"
+    ),
+    (builders.API_VERSION, builders.KIND): create_namespaced_resource(
+        builders.GROUP, builders.VERSION, builders.KIND, builders.PLURAL
+    ),
+}
+_CRD = create_global_resource(
+    "apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions"
+)
+
+
+def _resource(api_version: str, kind: str) -> Any:
+    try:
+        return _RESOURCES[(api_version, kind)]
+    except KeyError:
+        raise ApplyError(f"no client resource for {api_version} {kind}") from None
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    return dict(obj.to_dict()) if hasattr(obj, "to_dict") else dict(obj)
+
+
+class Kube:
+    """The few calls the operator makes, on one shared connection pool."""
+
+    def __init__(self, field_manager: str, client: AsyncClient | None = None) -> None:
+        self.field_manager = field_manager
+        self._client = client or AsyncClient(field_manager=field_manager)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply (force: the operator owns these fields)."""
+        meta = manifest["metadata"]
+        res = _resource(manifest["apiVersion"], manifest["kind"])
+        try:
+            obj = await self._client.patch(
+                res,
+                meta["name"],
+                dict(manifest),
+                namespace=meta.get("namespace"),
+                patch_type=PatchType.APPLY,
+                field_manager=self.field_manager,
+                force=True,
+            )
+        except ApiError as exc:
+            raise ApplyError(f"apply {manifest['kind']} {meta['name']}: {exc}") from exc
+        return _plain(obj)
+
+    async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        """Delete one object; False when it did not exist."""
+        try:
+            await self._client.delete(_resource(api_version, kind), name, namespace=namespace)
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return False
+            raise ApplyError(f"delete {kind} {name}: {exc}") from exc
+        return True
+
+    async def get_model(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj = await self._client.get(
+                _resource(builders.API_VERSION, builders.KIND), name, namespace=namespace
+            )
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return None
+            raise ApplyError(f"get {builders.KIND} {name}: {exc}") from exc
+        return _plain(obj)
+
+    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> bool:
+        """Merge-patch the status subresource; False when the object is gone."""
+        res = _resource(builders.API_VERSION, builders.KIND)
+        try:
+            await self._client.patch(
+                res.Status,
+                name,
+                {"status": dict(status)},
+                namespace=namespace,
+                patch_type=PatchType.MERGE,
+            )
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return False
+            raise ApplyError(f"patch status of {name}: {exc}") from exc
+        return True
+
+    async def crd_established(self, name: str) -> bool:
+        try:
+            crd = _plain(await self._client.get(_CRD, name))
+        except ApiError as exc:
+            if exc.status.code in (403, 404):
+                return False
+            raise
+        return is_established(crd)
+
+
+def is_established(crd: Mapping[str, Any]) -> bool:
+    conditions = (crd.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)

@@ -1,0 +1,60 @@
+"""`berth operator ...`: run the ModelDeployment operator."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+USAGE = "berth operator run [--namespace NS ... | --all-namespaces] [--standalone] [--verbose]"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="berth operator", usage=USAGE)
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="watch ModelDeployments and reconcile their children")
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", action="append", default=[],
+                       help="serve only this namespace (repeatable)")  # fmt: skip
+    scope.add_argument("-A", "--all-namespaces", action="store_true",
+                       help="serve all namespaces (the default)")  # fmt: skip
+    run.add_argument("--standalone", action="store_true", default=True,
+                     help="no peering with other operator instances (the default)")  # fmt: skip
+    run.add_argument(
+        "--peering",
+        metavar="NAME",
+        help="use KopfPeering NAME for leader election instead of standalone",
+    )
+    run.add_argument(
+        "--liveness",
+        metavar="URL",
+        help="serve a liveness endpoint, e.g. http://0.0.0.0:8081/healthz",
+    )
+    run.add_argument("-v", "--verbose", action="store_true", help="log every handler run")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    # Imported here so that `berth --help` stays fast.
+    import kopf
+
+    from berth_operator import handlers
+    from berth_operator.settings import from_env
+
+    handlers.configure(from_env())
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    if not args.verbose:
+        # Kopf logs every handler success per object; at 500 objects that is noise.
+        logging.getLogger("kopf").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    kopf.run(
+        standalone=args.peering is None,
+        peering_name=args.peering,
+        namespaces=list(args.namespace),
+        clusterwide=not args.namespace,
+        liveness_endpoint=args.liveness,
+    )
+    return 0

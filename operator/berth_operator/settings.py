@@ -1,0 +1,98 @@
+"""Operator settings: small dataclasses read from the environment (prefix BERTH_OPERATOR_).
+
+Every field has a default that works on the local dev cluster. The runtime image also
+honours the shorter BERTH_RUNTIME_IMAGE, which the rest of Berth uses.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+PREFIX = "BERTH_OPERATOR_"
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """What the operator puts into every runtime pod."""
+
+    # Default runtime image when spec.runtime.image is empty.
+    image: str = "ghcr.io/berth-dev/berth-runtime:0.1.0"
+    # Container port (the runtime's BERTH_PORT); also serves /metrics.
+    port: int = 8080
+    # Where the model cache emptyDir is mounted (BERTH_CACHE_DIR).
+    cache_dir: str = "/var/cache/berth"
+    # Size limit of the model cache emptyDir, a quantity; empty for none.
+    cache_size_limit: str = ""
+    # Where pvc:// claims are mounted read-only: <models_root>/<claim>.
+    models_root: str = "/mnt/models"
+    # Non-root user and group the runtime runs as (distroless "nonroot").
+    run_as_user: int = 65532
+    # Seconds the startup probe allows for a model to load (period 10 s).
+    startup_seconds: int = 900
+
+
+@dataclass(frozen=True)
+class KubeSettings:
+    """How children are named, addressed and written."""
+
+    # Field manager for server-side apply.
+    field_manager: str = "berth-operator"
+    # Cluster DNS domain used in status.url.
+    cluster_domain: str = "cluster.local"
+    # Service port clients use (targets the container's named port http).
+    service_port: int = 80
+
+
+@dataclass(frozen=True)
+class ReconcileSettings:
+    """Timing of the reconcile loop."""
+
+    # Seconds to gather child events before one status update (coalescing).
+    status_delay: float = 0.2
+    # Kopf worker limit per resource kind (0: unlimited); bounds memory at scale.
+    max_workers: int = 0
+
+
+@dataclass(frozen=True)
+class Settings:
+    runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+    kube: KubeSettings = field(default_factory=KubeSettings)
+    reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
+
+
+def _convert(raw: str, default: object, key: str) -> object:
+    try:
+        if isinstance(default, bool):
+            return raw.lower() in ("1", "true", "yes", "on")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{key}={raw!r}: expected a {type(default).__name__}") from exc
+    return raw
+
+
+def from_env(env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from BERTH_OPERATOR_<GROUP>_<FIELD> variables, e.g. BERTH_OPERATOR_KUBE_CLUSTER_DOMAIN."""
+    env = os.environ if env is None else env
+    groups: dict[str, object] = {}
+    defaults = Settings()
+    for group_field in fields(Settings):
+        group_default: Any = getattr(defaults, group_field.name)
+        values = {}
+        for f in fields(group_default):
+            key = f"{PREFIX}{group_field.name}_{f.name}".upper()
+            if key in env:
+                values[f.name] = _convert(env[key], getattr(group_default, f.name), key)
+        if (
+            group_field.name == "runtime"
+            and "image" not in values
+            and env.get("BERTH_RUNTIME_IMAGE")
+        ):
+            values["image"] = env["BERTH_RUNTIME_IMAGE"]
+        groups[group_field.name] = type(group_default)(**values)
+    return Settings(**groups)  # type: ignore[arg-type]

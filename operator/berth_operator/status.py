@@ -1,0 +1,243 @@
+"""Pure status: observed children -> the ModelDeployment's status and conditions.
+
+Observations are small frozen dataclasses built from API bodies by `observe_*`;
+`compute()` turns them into the status dict, and `condition_changes()` lists what
+changed between two statuses (each change becomes an Event).
+
+Conditions:
+  Ready        True when every desired replica is updated and ready (Serving), or when
+               an autoscaled model is at zero (ScaledToZero).
+  Progressing  True while the Deployment rolls out (Creating, RollingOut).
+  Degraded     True when something needs a human: InvalidSpec, InsufficientGPU,
+               Unschedulable, ModelLoadFailed, ImagePullFailed, ProgressDeadlineExceeded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from berth_operator import builders
+from berth_operator.settings import Settings
+
+CONDITION_TYPES = ("Ready", "Progressing", "Degraded")
+GPU_SHORTAGE = f"Insufficient {builders.GPU_RESOURCE}"
+CRASH_REASONS = {"CrashLoopBackOff": "ModelLoadFailed", "RunContainerError": "ModelLoadFailed"}
+PULL_REASONS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName"}
+
+
+@dataclass(frozen=True)
+class DeploymentObs:
+    generation: int = 0
+    observed_generation: int = 0
+    spec_replicas: int = 0
+    replicas: int = 0
+    ready_replicas: int = 0
+    updated_replicas: int = 0
+    available_replicas: int = 0
+    deadline_exceeded: bool = False
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class PodObs:
+    name: str
+    phase: str = "Pending"
+    ready: bool = False
+    deleting: bool = False
+    unschedulable: bool = False
+    scheduler_message: str = ""
+    waiting_reason: str = ""
+    waiting_message: str = ""
+
+
+def observe_deployment(body: Mapping[str, Any]) -> DeploymentObs:
+    meta = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    st = body.get("status") or {}
+    progressing: dict[str, Any] = next(
+        (c for c in st.get("conditions") or [] if c.get("type") == "Progressing"), {}
+    )
+    return DeploymentObs(
+        generation=int(meta.get("generation") or 0),
+        observed_generation=int(st.get("observedGeneration") or 0),
+        spec_replicas=int(spec["replicas"]) if spec.get("replicas") is not None else 1,
+        replicas=int(st.get("replicas") or 0),
+        ready_replicas=int(st.get("readyReplicas") or 0),
+        updated_replicas=int(st.get("updatedReplicas") or 0),
+        available_replicas=int(st.get("availableReplicas") or 0),
+        deadline_exceeded=progressing.get("reason") == "ProgressDeadlineExceeded",
+        message=str(progressing.get("message") or ""),
+    )
+
+
+def observe_pod(body: Mapping[str, Any]) -> PodObs:
+    meta = body.get("metadata") or {}
+    st = body.get("status") or {}
+    conds = {c.get("type"): c for c in st.get("conditions") or []}
+    scheduled = conds.get("PodScheduled") or {}
+    unschedulable = (
+        scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable"
+    )
+    waiting_reason = waiting_message = ""
+    for cs in st.get("containerStatuses") or []:
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in CRASH_REASONS or waiting.get("reason") in PULL_REASONS:
+            waiting_reason = str(waiting["reason"])
+            waiting_message = str(waiting.get("message") or "")
+            break
+    return PodObs(
+        name=str(meta.get("name", "")),
+        phase=str(st.get("phase") or "Pending"),
+        ready=(conds.get("Ready") or {}).get("status") == "True",
+        deleting=bool(meta.get("deletionTimestamp")),
+        unschedulable=unschedulable,
+        scheduler_message=str(scheduled.get("message") or "") if unschedulable else "",
+        waiting_reason=waiting_reason,
+        waiting_message=waiting_message,
+    )
+
+
+def _cond(type_: str, ok: bool, reason: str, message: str, generation: int) -> dict[str, Any]:
+    return {
+        "type": type_,
+        "status": "True" if ok else "False",
+        "reason": reason,
+        "message": message,
+        "observedGeneration": generation,
+    }
+
+
+def _degraded(
+    invalid: str | None, dep: DeploymentObs | None, pods: Sequence[PodObs]
+) -> tuple[str, str] | None:
+    """(reason, message) when the model needs a human, else None."""
+    if invalid:
+        return "InvalidSpec", invalid
+    live = [p for p in sorted(pods, key=lambda p: p.name) if not p.deleting]
+    for pod in live:
+        if pod.unschedulable:
+            reason = "InsufficientGPU" if GPU_SHORTAGE in pod.scheduler_message else "Unschedulable"
+            return reason, pod.scheduler_message
+    for pod in live:
+        if pod.waiting_reason in CRASH_REASONS:
+            msg = pod.waiting_message or f"pod {pod.name}: {pod.waiting_reason}"
+            return CRASH_REASONS[pod.waiting_reason], msg
+        if pod.waiting_reason in PULL_REASONS:
+            return "ImagePullFailed", pod.waiting_message or f"pod {pod.name}: {pod.waiting_reason}"
+    if dep is not None and dep.deadline_exceeded:
+        return "ProgressDeadlineExceeded", dep.message
+    return None
+
+
+def compute(
+    md: Mapping[str, Any],
+    dep: DeploymentObs | None,
+    pods: Iterable[PodObs],
+    settings: Settings,
+    *,
+    invalid: str | None = None,
+    observed_generation: int | None = None,
+    previous: Mapping[str, Any] | None = None,
+    now: str = "",
+) -> dict[str, Any]:
+    """The status subresource for one ModelDeployment (lastTransitionTime kept when stable)."""
+    meta, spec = md["metadata"], md["spec"]
+    name, namespace = meta["name"], meta["namespace"]
+    generation = int(meta.get("generation") or 0)
+    gen = generation if observed_generation is None else observed_generation
+    desired = builders.desired_replicas(spec)
+    pods = list(pods)
+    ready = dep.ready_replicas if dep else 0
+    current = dep.replicas if dep else 0
+    updated = dep.updated_replicas if dep else 0
+
+    degraded = _degraded(invalid, dep, pods)
+    rolled_out = (
+        dep is not None
+        and dep.observed_generation >= dep.generation
+        and dep.spec_replicas == desired
+        and updated >= desired
+        and current == updated
+    )
+    if dep is None:
+        progressing = _cond("Progressing", not invalid, "InvalidSpec" if invalid else "Creating",
+                            invalid or "creating the Deployment", gen)  # fmt: skip
+    elif rolled_out and ready >= desired:
+        progressing = _cond("Progressing", False, "RolloutComplete",
+                            f"{ready}/{desired} replicas updated and ready", gen)  # fmt: skip
+    elif degraded and degraded[0] == "ProgressDeadlineExceeded":
+        progressing = _cond("Progressing", False, degraded[0], degraded[1], gen)
+    else:
+        progressing = _cond("Progressing", True, "RollingOut",
+                            f"{updated}/{desired} replicas updated, {ready} ready", gen)  # fmt: skip
+
+    if degraded:
+        degraded_c = _cond("Degraded", True, degraded[0], degraded[1], gen)
+    else:
+        degraded_c = _cond("Degraded", False, "Healthy", "no problem observed", gen)
+
+    if invalid:
+        ready_c = _cond("Ready", False, "InvalidSpec", invalid, gen)
+    elif desired == 0 and rolled_out:
+        autoscaled = bool(spec.get("autoscaling"))
+        ready_c = _cond("Ready", autoscaled, "ScaledToZero",
+                        "scaled to zero; the gateway wakes it on demand" if autoscaled
+                        else "spec.replicas is 0", gen)  # fmt: skip
+    elif rolled_out and ready >= desired:
+        ready_c = _cond("Ready", True, "Serving", f"{ready}/{desired} replicas ready", gen)
+    elif degraded:
+        ready_c = _cond("Ready", False, degraded[0], degraded[1], gen)
+    else:
+        reason = "Starting" if ready == 0 else "RollingOut"
+        ready_c = _cond("Ready", False, reason, f"{ready}/{desired} replicas ready", gen)
+
+    conditions = [ready_c, progressing, degraded_c]
+    old = {c.get("type"): c for c in (previous or {}).get("conditions") or []}
+    for cond in conditions:
+        before = old.get(cond["type"])
+        if before and before.get("status") == cond["status"] and before.get("lastTransitionTime"):
+            cond["lastTransitionTime"] = before["lastTransitionTime"]
+        else:
+            cond["lastTransitionTime"] = now
+    return {
+        "observedGeneration": gen,
+        "replicas": current,
+        "readyReplicas": ready,
+        "desiredReplicas": desired,
+        "ready": f"{ready}/{desired}",
+        "selector": builders.selector_string(name),
+        "url": builders.service_url(name, namespace, settings),
+        "modelName": builders.served_name(md),
+        "conditions": conditions,
+    }
+
+
+def condition_changes(
+    previous: Mapping[str, Any] | None, current: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """Conditions whose status or reason differ from before (each one becomes an Event)."""
+    old = {c.get("type"): c for c in (previous or {}).get("conditions") or []}
+    changed = []
+    for cond in current.get("conditions") or []:
+        before = old.get(cond["type"]) or {}
+        if (before.get("status"), before.get("reason")) != (cond["status"], cond["reason"]):
+            changed.append(cond)
+    return changed
+
+
+def same_status(a: Mapping[str, Any] | None, b: Mapping[str, Any]) -> bool:
+    """Equal except for lastTransitionTime (so a no-change recompute writes nothing)."""
+    if a is None:
+        return False
+
+    def strip(s: Mapping[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in s.items() if k in b}
+        out["conditions"] = [
+            {k: v for k, v in c.items() if k != "lastTransitionTime"}
+            for c in s.get("conditions") or []
+        ]
+        return out
+
+    return strip(a) == strip(b)
