@@ -433,6 +433,8 @@ def render(md: Mapping[str, Any], settings: Settings, *, podmonitor: bool) -> Ch
 
 
 def _same_scalar(want: object, have: object) -> bool:
+    if isinstance(want, bool) or isinstance(have, bool):
+        return type(want) is type(have) and want == have
     if want == have:
         return True
     if isinstance(want, str | int) and isinstance(have, str | int) and not isinstance(want, bool):
