@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from berth_operator import builders
 from berth_operator.errors import RenderError
 from berth_operator.settings import Settings

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from berth_operator import status
 from berth_operator.settings import Settings
 from berth_operator.status import DeploymentObs, PodObs
