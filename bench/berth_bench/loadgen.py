@@ -204,7 +204,7 @@ async def run_load(
                 if conn.parser.should_keep_alive() is False:
                     conn.transport.close()
                     conn = None
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 count_error("timeout", f"no response within {timeout_s}s", clock())
                 conn = _close(conn)
             except (OSError, httptools.HttpParserError) as exc:

@@ -14,8 +14,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import kserve  # noqa: E402
-from common import Runner, env  # noqa: E402
+import kserve
+from common import Runner, env
 
 
 class BenchModel(kserve.Model):  # type: ignore[misc]

@@ -12,8 +12,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import litserve as ls  # noqa: E402
-from common import Runner, env  # noqa: E402
+import litserve as ls
+from common import Runner, env
 
 
 class BenchAPI(ls.LitAPI):  # type: ignore[misc]

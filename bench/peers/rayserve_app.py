@@ -15,9 +15,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import ray  # noqa: E402
-from common import Runner, env  # noqa: E402
-from ray import serve  # noqa: E402
+import ray
+from common import Runner, env
+from ray import serve
 
 MAX_BATCH = int(env("BENCH_MAX_BATCH", "32"))
 MAX_DELAY_S = float(env("BENCH_MAX_DELAY_MS", "5")) / 1000.0
@@ -41,14 +41,10 @@ class Bench:
 
 
 if __name__ == "__main__":
-    here = os.path.dirname(os.path.abspath(__file__))
+    passed = {k: v for k, v in os.environ.items() if k.startswith("BENCH_")
+              or k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     ray.init(num_cpus=int(env("BENCH_RAY_CPUS", "1")), include_dashboard=False,
-             runtime_env={"env_vars": {k: v for k, v in os.environ.items()
-                                        if k.startswith("BENCH_") or k.endswith("_THREADS")},
-                          "working_dir": None} if False else
-             {"env_vars": {k: v for k, v in os.environ.items()
-                           if k.startswith("BENCH_") or k.endswith("_THREADS")}},
-             logging_level="warning")
+             runtime_env={"env_vars": passed}, logging_level="warning")
     serve.start(http_options={"host": "127.0.0.1", "port": int(env("BENCH_PORT"))})
     serve.run(Bench.bind(), route_prefix="/predict", name=env("BENCH_NAME"))
     print("ray serve ready", flush=True)

@@ -12,7 +12,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import Runner  # noqa: E402
+from common import Runner
 
 _runner: Runner | None = None
 
