@@ -49,6 +49,17 @@ def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
     return sum(t - before.get(pid, 0.0) for pid, t in after.items())
 
 
+def prefix(cpus: str | None, nice: int = 0) -> list[str]:
+    """`nice -n N taskset -c CPUS` as needed (a negative nice needs root; without it
+    `nice` warns and runs the command anyway)."""
+    out: list[str] = []
+    if nice:
+        out += ["nice", "-n", str(nice)]
+    if cpus:
+        out += ["taskset", "-c", cpus]
+    return out
+
+
 class Server:
     """A server started in its own session, optionally pinned with taskset."""
 
@@ -60,9 +71,9 @@ class Server:
         cwd: Path,
         log: Path,
         cpus: str | None,
+        nice: int = 0,
     ) -> None:
-        if cpus:
-            cmd = ["taskset", "-c", cpus, *cmd]
+        cmd = prefix(cpus, nice) + cmd
         log.parent.mkdir(parents=True, exist_ok=True)
         self.log = log
         self._logf = open(log, "wb")  # noqa: SIM115 - closed in stop()

@@ -19,6 +19,7 @@ and answers {"predictions": [<flat list of floats>]}.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -50,10 +51,8 @@ class Runner:
         self.threads = threads or int(env("BENCH_THREADS", "1"))
         self.device = torch.device(device or env("BENCH_DEVICE", "cpu"))
         torch.set_num_threads(self.threads)
-        try:
+        with contextlib.suppress(RuntimeError):  # already set in this process
             torch.set_num_interop_threads(1)
-        except RuntimeError:
-            pass  # already set in this process
         if self.kind == "embedding":
             from sentence_transformers import SentenceTransformer
 
