@@ -8,6 +8,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from .addons import Addons
 from .cluster import DevCluster, DevClusterError, build_binaries, reachable_external_cluster
 from .config import ConfigError, DevConfig, load_pools, parse_pool_flag
 
@@ -36,7 +37,15 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start a local cluster even when $KUBECONFIG names a reachable one",
     )
+    for addon, what in (
+        ("agent", "the node agent (runs runtime pods as local processes on node local-0)"),
+        ("prometheus", "Prometheus"),
+        ("operator", "the CRDs and the operator"),
+        ("examples", "the examples/local models"),
+    ):
+        up.add_argument(f"--no-{addon}", action="store_true", help=f"do not start {what}")
     sub.add_parser("down", help="stop the local cluster, leaving no process behind")
+    sub.add_parser("agent", help="run the node agent (started by `up`; see berth_dev.agent)")
     st = sub.add_parser("status", help="show each component with its state and URL")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("kubeconfig", help="print the kubeconfig path")
@@ -53,6 +62,8 @@ def _config(args: argparse.Namespace) -> DevConfig:
 
 
 def usage_text(cluster: DevCluster) -> str:
+    from .examples import examples_text
+
     kc = cluster.paths.kubeconfig
     return "\n".join(
         [
@@ -63,6 +74,7 @@ def usage_text(cluster: DevCluster) -> str:
             "  kubectl get nodes -L nvidia.com/gpu.product",
             "  berth dev status",
             "  make down                                  # or: berth dev down",
+            *examples_text(cluster),
         ]
     )
 
@@ -83,8 +95,14 @@ def cmd_up(args: argparse.Namespace) -> int:
                 "or unset KUBECONFIG."
             )
             return 0
+    addons = Addons(
+        agent=not args.no_agent,
+        prometheus=not args.no_prometheus,
+        operator=not args.no_operator,
+        examples=not args.no_examples and not args.no_agent and not args.no_operator,
+    )
     try:
-        cluster.up(bin_dir)
+        cluster.up(bin_dir, addons)
     except DevClusterError as err:
         print(f"berth dev up: {err}", file=sys.stderr)
         cluster.down(quiet=True)
@@ -124,6 +142,10 @@ def cmd_kubeconfig(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["agent"]:
+        from .agent import main as agent_main
+
+        return agent_main(argv[1:])
     args = _parser().parse_args(argv)
     handlers = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "kubeconfig": cmd_kubeconfig}
     try:

@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from .addons import Addons
 from .config import DevConfig
 from .pki import Pki, ensure_pki
 
@@ -267,8 +268,12 @@ class DevCluster:
             time.sleep(0.2)
         raise DevClusterError(f"{what}: not ready after {timeout:.0f}s; read {log}")
 
-    def up(self, bin_dir: Path | None = None) -> None:
-        """Start every component and the fake nodes; return once the API is ready."""
+    def up(self, bin_dir: Path | None = None, addons: Addons | None = None) -> None:
+        """Start every component and the fake nodes; return once the API is ready.
+
+        `addons` (node agent, Prometheus, operator, examples) start after the control
+        plane; None starts the control plane only.
+        """
         if self.is_running():
             raise DevClusterError(
                 f"a dev cluster is already running (state {self.paths.state}); "
@@ -431,6 +436,14 @@ class DevCluster:
         write_state(self.paths, state)
         self._wait_nodes_ready(client, names)
         self._step("control plane ready")
+        if addons is not None:
+            self.start_addons(addons)
+
+    def start_addons(self, addons: Addons) -> None:
+        """Start the selected addons on a running control plane (running ones are kept)."""
+        from .addons import start
+
+        start(self, addons)
 
     def _wait_nodes_ready(self, client: Any, names: list[str], timeout: float = 60) -> None:
         from lightkube.resources.core_v1 import Node
@@ -473,6 +486,10 @@ class DevCluster:
                 self._step(f"stopping {name} (pid {pid})")
             _terminate_group(pid, grace)
             stopped.append(name)
+        from .addons import stop_leftovers
+
+        if stop_leftovers(self.paths.root):
+            stopped.append("runtime processes left by the node agent")
         if comps:
             state["components"] = {}
             write_state(self.paths, state)

@@ -1,0 +1,211 @@
+"""What `berth dev up` starts after the control plane: node agent, Prometheus, CRDs +
+operator, and the local examples. Each step is idempotent (a running component is
+kept), shows its progress, and fails naming itself and the log to read.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from . import prometheus
+from .procs import kill_recorded
+
+if TYPE_CHECKING:
+    from .cluster import DevCluster
+
+REPO = Path(__file__).resolve().parent.parent.parent
+CRDS_DIR = REPO / "crds"
+AGENT_NODE = "local-0"
+BERTH = str(Path(sys.executable).parent / "berth")  # the console script of this venv
+
+
+@dataclass(frozen=True)
+class Addons:
+    """Which parts to start after the control plane (the CLI's --no-* flags)."""
+
+    agent: bool = True  # node agent: runs runtime pods as local processes on local-0
+    prometheus: bool = True  # a real Prometheus scraping the agent's pods
+    operator: bool = True  # CRDs + `berth operator run`
+    examples: bool = True  # examples/local: models + weights in the local PVC directory
+
+    @classmethod
+    def none(cls) -> Addons:
+        return cls(agent=False, prometheus=False, operator=False, examples=False)
+
+
+def _component_running(dev: DevCluster, name: str) -> bool:
+    from .cluster import running_components
+
+    return name in running_components(dev.paths)
+
+
+def _set_url(dev: DevCluster, name: str, url: str) -> dict[str, Any]:
+    from .cluster import read_state, write_state
+
+    state = read_state(dev.paths)
+    state.setdefault("urls", {})[name] = url
+    write_state(dev.paths, state)
+    return state
+
+
+def start_agent(dev: DevCluster) -> None:
+    from .cluster import free_port, http_ok, read_state
+
+    if not _component_running(dev, "berth-agent"):
+        port = free_port()
+        state = _set_url(dev, "berth-agent", f"http://127.0.0.1:{port}/healthz")
+        dev._step(f"node agent: node {AGENT_NODE}, pods as local processes (health :{port})")
+        proc = dev._spawn(
+            "berth-agent",
+            [
+                BERTH,
+                "dev",
+                "agent",
+                f"--root={dev.paths.root}",
+                f"--kubeconfig={dev.paths.kubeconfig}",
+                f"--node-name={AGENT_NODE}",
+                f"--health-port={port}",
+            ],
+            state,
+        )
+        url = read_state(dev.paths)["urls"]["berth-agent"]
+        dev._wait(
+            "node agent", lambda: http_ok(url), proc, str(dev.paths.log("berth-agent")), timeout=60
+        )
+    _wait_node_ready(dev, AGENT_NODE)
+
+
+def _wait_node_ready(dev: DevCluster, name: str, timeout: float = 60) -> None:
+    from lightkube.core.exceptions import ApiError
+    from lightkube.resources.core_v1 import Node
+
+    from .cluster import DevClusterError
+
+    client = dev.client()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            node = client.get(Node, name)
+            conds = (node.status.conditions or []) if node.status else []
+            if any(c.type == "Ready" and c.status == "True" for c in conds):
+                return
+        except ApiError:
+            pass
+        time.sleep(0.3)
+    raise DevClusterError(
+        f"node agent: node {name} not Ready after {timeout:.0f}s; "
+        f"read {dev.paths.log('berth-agent')}"
+    )
+
+
+def start_prometheus(dev: DevCluster) -> None:
+    from .cluster import DevClusterError, free_port, http_ok
+
+    if _component_running(dev, "prometheus"):
+        return
+    dev._step("Prometheus (installing it first when missing)")
+    try:
+        binary = prometheus.find_binary()
+    except FileNotFoundError as err:
+        raise DevClusterError(f"prometheus: {err}") from None
+    pdir = dev.paths.root / "prometheus"
+    pdir.mkdir(parents=True, exist_ok=True)
+    pki = dev.paths.pki
+    config = prometheus.scrape_config(
+        dev.server,
+        pki / "ca.crt",
+        pki / "admin.crt",
+        pki / "admin.key",
+        nodes=[AGENT_NODE],
+    )
+    (pdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    port = free_port(prometheus.DEFAULT_PORT)
+    url = f"http://127.0.0.1:{port}"
+    state = _set_url(dev, "prometheus", url)
+    dev._step(f"Prometheus on {url}")
+    proc = dev._spawn(
+        "prometheus",
+        prometheus.argv(binary, pdir / "prometheus.yml", pdir / "data", port),
+        state,
+    )
+    dev._wait(
+        "prometheus", lambda: http_ok(f"{url}/-/ready"), proc, str(dev.paths.log("prometheus"))
+    )
+
+
+def apply_crds(dev: DevCluster) -> None:
+    from .cluster import DevClusterError
+
+    files = sorted(CRDS_DIR.glob("*.yaml"))
+    if not files:
+        raise DevClusterError(f"CRDs: no *.yaml in {CRDS_DIR}")
+    dev._step(f"CRDs from {CRDS_DIR.relative_to(REPO)}/")
+    args = ["apply", "--server-side", "--force-conflicts"]
+    for f in files:
+        args += ["-f", str(f)]
+    dev.kubectl(*args)
+    dev.kubectl("wait", "--for=condition=Established", "--timeout=60s", *(f"-f={f}" for f in files))
+
+
+def operator_available() -> bool:
+    try:
+        return importlib.util.find_spec("berth_operator.main") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def start_operator(dev: DevCluster) -> None:
+    from .cluster import free_port, http_ok, read_state
+
+    apply_crds(dev)
+    if _component_running(dev, "berth-operator"):
+        return
+    if not operator_available():
+        dev._step("operator: berth_operator.main is not there yet; skipped")
+        return
+    port = free_port()
+    state = _set_url(dev, "berth-operator", f"http://127.0.0.1:{port}/healthz")
+    dev._step(f"operator: berth operator run (health :{port})")
+    proc = dev._spawn(
+        "berth-operator",
+        [
+            BERTH,
+            "operator",
+            "run",
+            f"--liveness=http://127.0.0.1:{port}/healthz",
+        ],
+        state,
+        env={"KUBECONFIG": str(dev.paths.kubeconfig)},
+    )
+    url = read_state(dev.paths)["urls"]["berth-operator"]
+    dev._wait(
+        "operator", lambda: http_ok(url), proc, str(dev.paths.log("berth-operator")), timeout=60
+    )
+
+
+def start(dev: DevCluster, addons: Addons) -> None:
+    """Start the selected addons in dependency order."""
+    if addons.agent:
+        start_agent(dev)
+    if addons.prometheus:
+        start_prometheus(dev)
+    if addons.operator:
+        start_operator(dev)
+    if addons.examples:
+        from .examples import deploy_examples
+
+        deploy_examples(dev)
+
+
+def stop_leftovers(root: Path) -> list[int]:
+    """After the components are stopped: kill runtime processes the agent left behind."""
+    from .agent import recorded_processes
+
+    return kill_recorded(recorded_processes(root))

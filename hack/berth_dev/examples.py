@@ -1,0 +1,139 @@
+"""The examples `make up` deploys: weights into the local PVC, manifests, wait for Ready."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from .addons import REPO
+from .podrun import pvc_dir
+
+if TYPE_CHECKING:
+    from .cluster import DevCluster
+
+LOCAL_EXAMPLES = REPO / "examples" / "local"
+NAMESPACE = "default"
+MODELS = ("minilm", "small-cnn")  # ModelDeployments in examples/local
+READY_TIMEOUT = 600.0  # seconds; a cold start imports PyTorch in every runtime process
+
+
+def deploy_examples(dev: DevCluster) -> None:
+    from .cluster import DevClusterError
+
+    models_dir = pvc_dir(dev.paths.root / "pvc", NAMESPACE, "models")
+    dev._step(f"example weights into {models_dir} (MiniLM copied, small CNN scripted)")
+    log = dev.paths.log("example-weights")
+    with log.open("ab") as out:
+        proc = subprocess.run(
+            [sys.executable, "-m", "berth_dev.weights", str(models_dir)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+    if proc.returncode != 0:
+        raise DevClusterError(f"example weights: failed ({proc.returncode}); read {log}")
+    dev._step(f"applying {LOCAL_EXAMPLES.relative_to(REPO)}/")
+    dev.kubectl("apply", "-f", str(LOCAL_EXAMPLES))
+    wait_ready(dev, NAMESPACE, MODELS)
+
+
+def _pods(client: Any, ns: str, name: str) -> list[Any]:
+    from lightkube.resources.core_v1 import Pod
+
+    return list(client.list(Pod, namespace=ns, labels={"app.kubernetes.io/instance": name}))
+
+
+def _ready(pod: Any) -> bool:
+    conds = (pod.status.conditions or []) if pod.status else []
+    return any(c.type == "Ready" and c.status == "True" for c in conds)
+
+
+def _describe(pod: Any) -> str:
+    st = pod.status
+    if st is None:
+        return "no status"
+    if not pod.spec.nodeName:
+        why = [c.message for c in st.conditions or [] if c.type == "PodScheduled" and c.message]
+        return f"unscheduled ({why[0] if why else 'waiting for the scheduler'})"
+    for cs in st.containerStatuses or []:
+        if cs.state and cs.state.waiting:
+            return f"{cs.state.waiting.reason}: {cs.state.waiting.message or ''}".strip(": ")
+        if cs.state and cs.state.running:
+            extra = f", {cs.restartCount} restarts" if cs.restartCount else ""
+            return f"running on {pod.spec.nodeName} at {st.podIP}, loading the model{extra}"
+    return str(st.phase)
+
+
+def wait_ready(dev: DevCluster, ns: str, names: tuple[str, ...]) -> None:
+    from .cluster import DevClusterError
+
+    client = dev.client()
+    start = time.monotonic()
+    last_report = 0.0
+    pending = set(names)
+    while pending:
+        elapsed = time.monotonic() - start
+        states = {}
+        for name in sorted(pending):
+            pods = _pods(client, ns, name)
+            if pods and all(_ready(p) for p in pods):
+                dev._step(f"{ns}/{name} Ready after {elapsed:.0f}s ({pods[0].status.podIP})")
+                pending.discard(name)
+            else:
+                states[name] = _describe(pods[0]) if pods else "no pod yet (operator)"
+        if not pending:
+            return
+        if elapsed > READY_TIMEOUT:
+            detail = "; ".join(f"{n}: {s}" for n, s in states.items())
+            raise DevClusterError(
+                f"examples: not Ready after {READY_TIMEOUT:.0f}s ({detail}); read "
+                f"{dev.paths.root / 'agent' / 'pods'}/{ns}_<pod>_<uid>/runtime.log, "
+                f"{dev.paths.log('berth-agent')} and {dev.paths.log('berth-operator')}"
+            )
+        if elapsed - last_report >= 5:
+            last_report = elapsed
+            for name, s in states.items():
+                dev._step(f"waiting for {ns}/{name} ({elapsed:.0f}s): {s}")
+        time.sleep(0.5)
+
+
+def examples_text(dev: DevCluster) -> list[str]:
+    """How to look at and call the examples (empty when they are not deployed)."""
+    state = dev.state
+    prom = state.get("urls", {}).get("prometheus")
+    lines: list[str] = []
+    try:
+        client = dev.client()
+        ips = {
+            n: next((p.status.podIP for p in _pods(client, NAMESPACE, n) if _ready(p)), None)
+            for n in MODELS
+        }
+    except Exception:
+        return lines
+    kubectl = f"{dev.bin_dir}/kubectl --kubeconfig {dev.paths.kubeconfig}"
+    if any(ips.values()):
+        lines += [
+            "",
+            "Example models (examples/local/):",
+            f"  {kubectl} get modeldeployments,pods -o wide",
+            f"  {kubectl} describe md minilm",
+        ]
+    if ips.get("minilm"):
+        lines += [
+            "  # OpenAI embeddings from the MiniLM pod:",
+            f"  curl -s http://{ips['minilm']}:8080/v1/embeddings -H 'content-type: application/json' \\",
+            '    -d \'{"model": "minilm", "input": ["hello world"]}\' | head -c 300; echo',
+        ]
+    if ips.get("small-cnn"):
+        lines += [
+            "  # Open Inference Protocol v2 on the CNN pod:",
+            f"  curl -s http://{ips['small-cnn']}:8080/v2/models/small-cnn",
+        ]
+    if prom:
+        lines += [
+            f"Prometheus: {prom}",
+            f"  curl -s '{prom}/api/v1/query?query=berth_requests_total'",
+        ]
+    return lines
