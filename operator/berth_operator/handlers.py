@@ -94,7 +94,7 @@ def pod_index(body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: 
 async def reconcile(body: kopf.Body, reason: str, **kwargs: Any) -> None:
     RECONCILER.bind(kwargs)
     try:
-        await RECONCILER.converge(plain_md(body), cause=str(reason))
+        await RECONCILER.converge(plain_md(body), cause=str(getattr(reason, "value", reason)))
     except RenderError as exc:
         raise kopf.PermanentError(f"cannot render children: {exc}") from exc
     except ApplyError as exc:

@@ -175,11 +175,13 @@ class Reconciler:
     def render(self, md: Mapping[str, Any]) -> builders.Children:
         return builders.render(md, self.settings, podmonitor=self.podmonitors)
 
-    async def converge(self, md: Mapping[str, Any], *, cause: str) -> None:
+    async def converge(self, md: Mapping[str, Any], *, cause: str) -> list[str]:
         """Apply every child that is missing, outdated or drifted; delete unwanted ones.
 
-        Raises RenderError (nothing written) or ApplyError (retry later).
+        Returns what changed ("Created Deployment m", ...). Raises RenderError (nothing
+        written) or ApplyError (retry later).
         """
+        changes: list[str] = []
         assert self.kube is not None
         meta = md["metadata"]
         key: Key = (meta["namespace"], meta["name"])
@@ -203,15 +205,22 @@ class Reconciler:
                     continue
                 result = await self.kube.apply(manifest)
                 self._recent[(kind, key)] = plain_child(result)
-                self.post_event(md_ref(md), "Normal", *_describe(kind, manifest, observed, cause))
+                reason, message = _describe(kind, manifest, observed, cause)
+                self.post_event(md_ref(md), "Normal", reason, message)
+                changes.append(f"{reason} {kind}")
             for api_version, kind, name in children.absent:
                 if self.child(kind, key) is None:
                     continue
                 self._recent.pop((kind, key), None)
                 if await self.kube.delete(api_version, kind, meta["namespace"], name):
                     self.post_event(md_ref(md), "Normal", "Deleted", f"{kind} {name} deleted")
+                    changes.append(f"Deleted {kind}")
             self._applied_generation[key] = generation
         self.schedule_status(key, delay=0)
+        if changes or cause not in ("drift", "deleted"):
+            done = {"create": "created", "update": "updated", "resume": "resumed"}.get(cause, cause)
+            logger.info("%s/%s %s: %s", key[0], key[1], done, ", ".join(changes) or "no change")
+        return changes
 
     async def converge_key(self, key: Key, *, cause: str, retries: int = 5) -> None:
         """Converge from a child's event (no Kopf retry there): retry a few times ourselves."""
