@@ -1,0 +1,44 @@
+"""Reading request bodies under the size limit, and building protocol responses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from berth_runtime.errors import BadRequest, PayloadTooLarge
+
+JSON = "application/json"
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, or 413 as soon as it (or its declared length) passes ``limit``."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """Parse a JSON object body or raise 400."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise BadRequest("request body must be a JSON object")
+    return doc
+
+
+def json_response(doc: Any, status: int = 200, *, numpy: bool = False) -> Response:
+    opts = orjson.OPT_SERIALIZE_NUMPY if numpy else 0
+    return Response(orjson.dumps(doc, option=opts), status_code=status, media_type=JSON)

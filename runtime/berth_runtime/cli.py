@@ -1,0 +1,40 @@
+"""``berth-runtime serve``: parse flags over ``BERTH_*`` variables, refuse unsafe setups, serve."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from berth_runtime.errors import ModelLoadError
+from berth_runtime.settings import SettingsError, parse_settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        settings = parse_settings(args, os.environ)
+    except SettingsError as exc:
+        print(f"berth-runtime: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from berth_runtime.models.loader import refuse_unsafe_environment
+
+    try:
+        refuse_unsafe_environment(os.environ)
+        settings.resolved_token()
+    except (ModelLoadError, SettingsError, OSError) as exc:
+        print(f"berth-runtime: {exc}", file=sys.stderr)
+        return 2
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from berth_runtime.server import serve
+
+    return serve(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Open Inference Protocol v2 over REST: health, model metadata and readiness, infer."""
+
+from __future__ import annotations
+
+import numpy as np
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from berth_runtime import __version__, codec_v2
+from berth_runtime.body import JSON, json_response, read_body
+from berth_runtime.errors import NotReady
+from berth_runtime.openapi import V2_INFER, json_body, name_param, responses
+from berth_runtime.state import RuntimeState
+
+OCTET = "application/octet-stream"
+
+
+def _aligned(arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """Binary inputs may start at any byte; copy the rare misaligned one for torch."""
+    return [a if a.flags.aligned else a.copy() for a in arrays]
+
+
+def build_router(state: RuntimeState) -> APIRouter:
+    router = APIRouter(tags=["v2"])
+    limit = state.settings.max_body_bytes
+    param = [name_param(state.name)]
+
+    @router.get("/v2", responses=responses(401))
+    async def server_metadata() -> Response:
+        return json_response(
+            {"name": "berth", "version": __version__, "extensions": ["binary_tensor_data"]}
+        )
+
+    @router.get("/v2/health/live")
+    async def live() -> Response:
+        return json_response({"live": True})
+
+    @router.get("/v2/health/ready", responses=responses(503))
+    async def ready() -> Response:
+        if not state.ready:
+            raise NotReady("shutting down" if state.draining else "model is still loading")
+        return json_response({"ready": True})
+
+    @router.get(
+        "/v2/models/{name}", openapi_extra={"parameters": param}, responses=responses(401, 404, 503)
+    )
+    async def model_metadata(request: Request) -> Response:
+        model, _ = state.require(request.path_params["name"])
+        return json_response(model.metadata())
+
+    @router.get(
+        "/v2/models/{name}/ready", openapi_extra={"parameters": param},
+        responses=responses(401, 404, 503),
+    )
+    async def model_ready(request: Request) -> Response:
+        name = request.path_params["name"]
+        state.require(name)
+        return json_response({"name": name, "ready": True})
+
+    @router.post(
+        "/v2/models/{name}/infer",
+        openapi_extra={"parameters": param, "requestBody": json_body(V2_INFER)},
+        responses=responses(400, 401, 404, 413, 429, 503, 504),
+    )
+    async def infer(request: Request) -> Response:
+        model, batcher = state.require(request.path_params["name"])
+        body = await read_body(request, limit)
+        req = codec_v2.decode(
+            body, request.headers.get(codec_v2.HEADER), model.inputs, model.outputs,
+            state.max_elements,
+        )
+        results = await batcher.submit(_aligned(req.arrays), req.rows, req.key)
+        content, header_len = codec_v2.encode(state.name, req, results, model.outputs)
+        if header_len is None:
+            return Response(content, media_type=JSON)
+        return Response(
+            content, media_type=OCTET,
+            headers={"Inference-Header-Content-Length": str(header_len)},
+        )
+
+    return router

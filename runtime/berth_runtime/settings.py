@@ -1,0 +1,187 @@
+"""Runtime settings: one pure dataclass, filled from flags over ``BERTH_*`` environment variables.
+
+:func:`parse_settings` takes argv and an environment mapping and returns :class:`Settings`;
+it never touches the process environment itself, so tests can call it directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+FORMATS = ("torchscript", "torch-export", "safetensors", "sentence-transformers")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or invalid; the message names the flag and the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server needs to know. Every field has a default except the model."""
+
+    model_uri: str
+    """Where the model lives: path, file://, pvc://, https://...#sha256=, s3://, gs://."""
+    format: str
+    """One of FORMATS."""
+    name: str
+    """The served model name, used in every route."""
+    host: str = "0.0.0.0"
+    """Listen address; all interfaces because the pod IP is what Services route to."""
+    port: int = 8080
+    """Listen port; KServe's and the chart's default."""
+    max_batch_size: int = 32
+    """Most rows in one forward pass; 32 suits most CNNs on one GPU."""
+    max_delay_ms: float = 5.0
+    """Longest a request waits for companions while the device is busy, in milliseconds."""
+    dtype: str = "float32"
+    """Floating point dtype of the weights: float32, bfloat16 or float16."""
+    factory: str | None = None
+    """module:function that builds the nn.Module for safetensors weights."""
+    cache_dir: str = "/tmp/berth-cache"
+    """Where downloads and unpacked archives go; pods mount an emptyDir at /var/cache/berth."""
+    max_queue: int = 1024
+    """Most requests waiting for the device before new ones get 429."""
+    timeout_ms: float = 30_000.0
+    """Per-request deadline from arrival to response, in milliseconds (504 after it)."""
+    max_body_bytes: int = 64 * 1024 * 1024
+    """Largest request body accepted, in bytes (413 above it)."""
+    auth_token: str | None = None
+    """Bearer token required on every non-probe route when set."""
+    auth_token_file: str | None = None
+    """File holding the bearer token (a mounted Secret); read at start-up."""
+    threads: int | None = None
+    """torch intra-op threads; None picks from the CPU quota."""
+    device: str = "auto"
+    """auto (CUDA when available, else CPU), cpu, or cuda[:N]."""
+    grace_seconds: float = 25.0
+    """Longest the drain may take after SIGTERM; below Kubernetes' 30 s default."""
+    pvc_root: str = "/mnt/pvc"
+    """Where pvc://<claim>/<path> is mounted: <pvc_root>/<claim>/<path>."""
+    log_level: str = "info"
+    """Python logging level name."""
+    access_log: bool = False
+    """uvicorn access log; off by default because it costs throughput."""
+
+    def resolved_token(self) -> str | None:
+        """The bearer token from the setting or its file, stripped; None when auth is off."""
+        if self.auth_token:
+            return self.auth_token
+        if self.auth_token_file:
+            with open(self.auth_token_file, encoding="utf-8") as fh:
+                token = fh.read().strip()
+            if not token:
+                raise SettingsError(f"auth token file {self.auth_token_file} is empty")
+            return token
+        return None
+
+
+# flag, field, env var, type, help. Required fields have no default in Settings.
+_OPTIONS: tuple[tuple[str, str, str, type, str], ...] = (
+    ("--model-uri", "model_uri", "BERTH_MODEL_URI", str, "model location"),
+    ("--format", "format", "BERTH_FORMAT", str, "model format: " + ", ".join(FORMATS)),
+    ("--name", "name", "BERTH_MODEL_NAME", str, "served model name"),
+    ("--host", "host", "BERTH_HOST", str, "listen address"),
+    ("--port", "port", "BERTH_PORT", int, "listen port"),
+    ("--max-batch-size", "max_batch_size", "BERTH_MAX_BATCH_SIZE", int, "rows per forward pass"),
+    ("--max-delay-ms", "max_delay_ms", "BERTH_MAX_DELAY_MS", float, "batching delay"),
+    ("--dtype", "dtype", "BERTH_DTYPE", str, "weights dtype: " + ", ".join(DTYPES)),
+    ("--factory", "factory", "BERTH_FACTORY", str, "module:function for safetensors"),
+    ("--cache-dir", "cache_dir", "BERTH_CACHE_DIR", str, "download and unpack cache"),
+    ("--max-queue", "max_queue", "BERTH_MAX_QUEUE", int, "queued requests before 429"),
+    ("--timeout-ms", "timeout_ms", "BERTH_TIMEOUT_MS", float, "per-request deadline"),
+    ("--max-body-bytes", "max_body_bytes", "BERTH_MAX_BODY_BYTES", int, "body limit"),
+    ("--auth-token-file", "auth_token_file", "BERTH_AUTH_TOKEN_FILE", str, "bearer token file"),
+    ("--threads", "threads", "BERTH_THREADS", int, "torch intra-op threads"),
+    ("--device", "device", "BERTH_DEVICE", str, "auto, cpu or cuda[:N]"),
+    ("--grace-seconds", "grace_seconds", "BERTH_GRACE_SECONDS", float, "drain limit"),
+    ("--pvc-root", "pvc_root", "BERTH_PVC_ROOT", str, "where pvc:// claims are mounted"),
+    ("--log-level", "log_level", "BERTH_LOG_LEVEL", str, "logging level"),
+)
+_REQUIRED = ("model_uri", "format", "name")
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _convert(value: str, kind: type, flag: str, env: str) -> object:
+    try:
+        return kind(value)
+    except ValueError:
+        raise SettingsError(
+            f"{flag} (or {env}) must be {kind.__name__}, got {value!r}"
+        ) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``berth-runtime`` parser; every flag defaults to None so env can fill in."""
+    parser = argparse.ArgumentParser(prog="berth-runtime", description="Berth inference runtime")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve one model")
+    for flag, dest, env, _kind, help_text in _OPTIONS:
+        serve.add_argument(flag, dest=dest, default=None, help=f"{help_text} (env {env})")
+    serve.add_argument(
+        "--access-log", dest="access_log", action="store_true", default=None,
+        help="log every request (env BERTH_ACCESS_LOG=1)",
+    )
+    return parser
+
+
+def settings_from(values: Mapping[str, str | None], environ: Mapping[str, str]) -> Settings:
+    """Merge flag values over environment variables, validate, and build Settings."""
+    kwargs: dict[str, object] = {}
+    for flag, dest, env, kind, _help in _OPTIONS:
+        raw = values.get(dest)
+        if raw is None:
+            raw = environ.get(env) or None
+        if raw is None:
+            if dest in _REQUIRED:
+                raise SettingsError(f"missing required setting {flag} (or environment {env})")
+            continue
+        kwargs[dest] = _convert(raw, kind, flag, env)
+    token = environ.get("BERTH_AUTH_TOKEN")
+    if token:
+        kwargs["auth_token"] = token
+    access = values.get("access_log")
+    if access is None:
+        access_env = environ.get("BERTH_ACCESS_LOG", "")
+        kwargs["access_log"] = access_env.lower() in ("1", "true", "yes")
+    else:
+        kwargs["access_log"] = bool(access)
+    settings = Settings(**kwargs)  # type: ignore[arg-type]
+    validate(settings)
+    return settings
+
+
+def validate(s: Settings) -> None:
+    """Reject values that can never work, naming the flag and what is allowed."""
+    if s.format not in FORMATS:
+        raise SettingsError(f"--format must be one of {', '.join(FORMATS)}, got {s.format!r}")
+    if s.dtype not in DTYPES:
+        raise SettingsError(f"--dtype must be one of {', '.join(DTYPES)}, got {s.dtype!r}")
+    if not s.name or "/" in s.name or ":" in s.name:
+        raise SettingsError(f"--name must be non-empty without '/' or ':', got {s.name!r}")
+    checks = (
+        ("--port", 0 <= s.port <= 65535),
+        ("--max-batch-size", s.max_batch_size >= 1),
+        ("--max-delay-ms", s.max_delay_ms >= 0),
+        ("--max-queue", s.max_queue >= 1),
+        ("--timeout-ms", s.timeout_ms > 0),
+        ("--max-body-bytes", s.max_body_bytes >= 1024),
+        ("--grace-seconds", s.grace_seconds >= 0),
+        ("--threads", s.threads is None or s.threads >= 1),
+    )
+    for flag, ok in checks:
+        if not ok:
+            raise SettingsError(f"{flag} is out of range")
+    if s.factory is not None and ":" not in s.factory:
+        raise SettingsError(f"--factory must look like module:function, got {s.factory!r}")
+    if s.device != "auto" and s.device != "cpu" and not s.device.startswith("cuda"):
+        raise SettingsError(f"--device must be auto, cpu or cuda[:N], got {s.device!r}")
+
+
+def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
+    """Parse ``serve`` argv (without the program name) and the environment."""
+    ns = build_parser().parse_args(list(argv))
+    return settings_from(vars(ns), environ)

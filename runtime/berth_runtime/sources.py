@@ -1,0 +1,239 @@
+"""Model sources: turn a model URI into a local path, fetching and unpacking as needed.
+
+Supported URIs:
+
+- ``/abs/path`` or ``file:///abs/path``: used in place.
+- ``pvc://<claim>/<path>``: the claim is mounted at ``<pvc_root>/<claim>``.
+- ``https://host/m.tar.gz#sha256=<hex>``: downloaded, verified, cached by digest.
+  ``http://`` is accepted too because the digest, not the transport, proves integrity.
+- ``s3://bucket/key`` (boto3) and ``gs://bucket/key`` (google-cloud-storage):
+  credentials come from the environment the usual way for each library. A key
+  ending in ``/`` (or naming no single object) downloads every object under it.
+
+Archives are unpacked with :mod:`berth_runtime.archives` into ``<cache>/unpacked/<sha256>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import httpx
+
+from berth_runtime import archives
+from berth_runtime.errors import ModelLoadError
+
+log = logging.getLogger("berth.sources")
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_CHUNK = 1 << 20
+
+
+def resolve(uri: str, cache_dir: Path, pvc_root: Path) -> Path:
+    """Return a local file or directory holding the model named by ``uri``."""
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    if scheme in ("", "file"):
+        path = Path(unquote(parts.path) if scheme else uri)
+    elif scheme == "pvc":
+        rel = Path(parts.netloc, unquote(parts.path).lstrip("/"))
+        if ".." in rel.parts:
+            raise ModelLoadError(f"pvc URI {uri!r} must not contain '..'")
+        path = pvc_root / rel
+    elif scheme in ("https", "http"):
+        path = fetch_http(uri, cache_dir)
+    elif scheme == "s3":
+        path = fetch_s3(parts.netloc, unquote(parts.path).lstrip("/"), cache_dir)
+    elif scheme == "gs":
+        path = fetch_gcs(parts.netloc, unquote(parts.path).lstrip("/"), cache_dir)
+    else:
+        raise ModelLoadError(
+            f"model URI scheme {scheme!r} is not supported; use a path, file://, pvc://, "
+            "https://...#sha256=<hex>, s3:// or gs://"
+        )
+    if not path.exists():
+        raise ModelLoadError(f"model path {path} does not exist (from {uri!r})")
+    if archives.is_archive(path):
+        path = unpack(path, cache_dir)
+    return path
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def unpack(archive: Path, cache_dir: Path) -> Path:
+    """Unpack an archive once per content digest and return the model root inside it."""
+    digest = file_digest(archive)
+    dest = cache_dir / "unpacked" / digest
+    if not dest.is_dir():
+        log.info("unpacking %s into %s", archive.name, dest)
+        archives.extract(archive, dest)
+    return archives.single_root(dest)
+
+
+class _Progress:
+    """Logs download progress at most every few seconds."""
+
+    def __init__(self, what: str, total: int | None) -> None:
+        self.what, self.total, self.done = what, total, 0
+        self.last = time.monotonic()
+
+    def add(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self.last >= 2.0:
+            self.last = now
+            if self.total:
+                pct = 100.0 * self.done / self.total
+                log.info("downloading %s: %.1f%% of %d bytes", self.what, pct, self.total)
+            else:
+                log.info("downloading %s: %d bytes", self.what, self.done)
+
+    def finish(self) -> None:
+        log.info("downloaded %s: %d bytes", self.what, self.done)
+
+
+def fetch_http(uri: str, cache_dir: Path) -> Path:
+    """Download ``uri`` (which must carry ``#sha256=<hex>``), verify it, cache it by digest."""
+    parts = urlsplit(uri)
+    frag = parts.fragment
+    if not frag.startswith("sha256="):
+        raise ModelLoadError(f"HTTP model URIs must end with #sha256=<hex digest>: {uri!r}")
+    want = frag.removeprefix("sha256=").lower()
+    if not _SHA256.match(want):
+        raise ModelLoadError(f"#sha256= must be 64 hex characters in {uri!r}")
+    filename = Path(unquote(parts.path)).name or "model"
+    blob_dir = cache_dir / "blobs" / want
+    target = blob_dir / filename
+    if target.is_file():
+        log.info("model %s found in cache by digest", filename)
+        return target
+    blob_dir.mkdir(parents=True, exist_ok=True)
+    url = parts._replace(fragment="").geturl()
+    h = hashlib.sha256()
+    fd, tmp_name = tempfile.mkstemp(prefix=".dl-", dir=blob_dir)
+    try:
+        with os.fdopen(fd, "wb") as out, httpx.stream(
+            "GET", url, follow_redirects=True, timeout=60.0
+        ) as resp:
+            if resp.status_code != 200:
+                raise ModelLoadError(f"GET {url} returned HTTP {resp.status_code}")
+            length = resp.headers.get("content-length")
+            progress = _Progress(filename, int(length) if length and length.isdigit() else None)
+            for chunk in resp.iter_bytes(_CHUNK):
+                h.update(chunk)
+                out.write(chunk)
+                progress.add(len(chunk))
+            progress.finish()
+        got = h.hexdigest()
+        if got != want:
+            raise ModelLoadError(f"sha256 mismatch for {url}: expected {want}, got {got}; refused")
+        os.replace(tmp_name, target)
+    except httpx.HTTPError as exc:
+        raise ModelLoadError(f"cannot download {url}: {exc}") from exc
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    return target
+
+
+def _object_dir(cache_dir: Path, uri: str, version: str) -> Path:
+    key = hashlib.sha256(f"{uri}\n{version}".encode()).hexdigest()
+    return cache_dir / "objects" / key
+
+
+def _safe_rel(prefix: str, key: str) -> Path:
+    rel = key[len(prefix):].lstrip("/") if prefix else key
+    p = Path(rel)
+    if not rel or p.is_absolute() or ".." in p.parts:
+        raise ModelLoadError(f"object key {key!r} is not a safe relative path; refused")
+    return p
+
+
+def fetch_s3(bucket: str, key: str, cache_dir: Path) -> Path:
+    """Download an object or every object under a prefix with boto3."""
+    try:
+        import boto3  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        raise ModelLoadError("s3:// needs boto3: install berth[s3]") from None
+    client: Any = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+    uri = f"s3://{bucket}/{key}"
+    keys: list[tuple[str, str, int]] = []
+    paginator = client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=key):
+        for obj in page.get("Contents", []):
+            keys.append((obj["Key"], obj.get("ETag", ""), int(obj.get("Size", 0))))
+    if not keys:
+        raise ModelLoadError(f"{uri}: no such object or prefix")
+    exact = [k for k in keys if k[0] == key]
+    version = "|".join(f"{k}:{e}" for k, e, _ in (exact or keys))
+    dest = _object_dir(cache_dir, uri, version)
+    if exact:
+        target = dest / Path(key).name
+        if not target.is_file():
+            dest.mkdir(parents=True, exist_ok=True)
+            progress = _Progress(uri, exact[0][2])
+            client.download_file(bucket, key, str(target), Callback=progress.add)
+            progress.finish()
+        return target
+    if not dest.is_dir():
+        tmp = Path(tempfile.mkdtemp(prefix=".dl-", dir=cache_dir))
+        prefix = key if key.endswith("/") or not key else key + "/"
+        for k, _etag, size in keys:
+            if k.endswith("/"):
+                continue
+            out = tmp / _safe_rel(prefix, k)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            progress = _Progress(f"s3://{bucket}/{k}", size)
+            client.download_file(bucket, k, str(out), Callback=progress.add)
+            progress.finish()
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, dest)
+    return dest
+
+
+def fetch_gcs(bucket: str, key: str, cache_dir: Path) -> Path:
+    """Download an object or every object under a prefix with google-cloud-storage."""
+    try:
+        from google.cloud import storage  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        raise ModelLoadError("gs:// needs google-cloud-storage: install berth[gcs]") from None
+    client: Any = storage.Client()
+    uri = f"gs://{bucket}/{key}"
+    blobs = [b for b in client.list_blobs(bucket, prefix=key) if not b.name.endswith("/")]
+    if not blobs:
+        raise ModelLoadError(f"{uri}: no such object or prefix")
+    exact = [b for b in blobs if b.name == key]
+    version = "|".join(f"{b.name}:{b.md5_hash or b.etag}" for b in (exact or blobs))
+    dest = _object_dir(cache_dir, uri, version)
+    if exact:
+        target = dest / Path(key).name
+        if not target.is_file():
+            dest.mkdir(parents=True, exist_ok=True)
+            log.info("downloading %s (%s bytes)", uri, exact[0].size)
+            exact[0].download_to_filename(str(target))
+            log.info("downloaded %s", uri)
+        return target
+    if not dest.is_dir():
+        tmp = Path(tempfile.mkdtemp(prefix=".dl-", dir=cache_dir))
+        prefix = key if key.endswith("/") or not key else key + "/"
+        for i, blob in enumerate(blobs, 1):
+            out = tmp / _safe_rel(prefix, blob.name)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            log.info("downloading gs://%s/%s (%d of %d)", bucket, blob.name, i, len(blobs))
+            blob.download_to_filename(str(out))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, dest)
+    return dest

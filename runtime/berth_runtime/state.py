@@ -1,0 +1,105 @@
+"""The runtime's mutable state: the model once loaded, its batcher, readiness, draining."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+import torch
+
+from berth_runtime.batcher import Batcher
+from berth_runtime.device import choose_device, configure_threads
+from berth_runtime.errors import ModelNotFound, NotReady
+from berth_runtime.metrics import Metrics
+from berth_runtime.models.base import ServedModel
+from berth_runtime.settings import Settings
+
+log = logging.getLogger("berth.state")
+
+
+class RuntimeState:
+    """Holds what the routes need; built once per app, never looked up per request."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        loader: Callable[[Settings, torch.device], ServedModel] | None = None,
+        on_fatal: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.metrics = Metrics(settings.name)
+        self.model: ServedModel | None = None
+        self.batcher: Batcher | None = None
+        self.ready = False
+        self.draining = False
+        self.token = settings.resolved_token()
+        # Every element takes at least one byte of body, so this bounds declared shapes.
+        self.max_elements = settings.max_body_bytes
+        self._loader = loader
+        self._on_fatal = on_fatal
+        self._load_task: asyncio.Task[None] | None = None
+
+    def require(self, name: str) -> tuple[ServedModel, Batcher]:
+        """The served model and its batcher, or 404 (other name) / 503 (not ready)."""
+        if name != self.name:
+            raise ModelNotFound(f"model {name!r} is not served here; this server serves {self.name!r}")
+        if not self.ready or self.model is None or self.batcher is None:
+            if self.draining:
+                raise NotReady(f"model {name!r} is shutting down")
+            raise NotReady(f"model {name!r} is still loading")
+        return self.model, self.batcher
+
+    def begin_drain(self) -> None:
+        """SIGTERM: readiness turns false at once; accepted requests still finish."""
+        if not self.draining:
+            log.info("draining: readiness off, finishing accepted requests")
+        self.draining = True
+        self.ready = False
+        self.metrics.model_metrics.ready.set(0)
+
+    # --- start-up and shutdown ------------------------------------------------------
+
+    def start_loading(self) -> None:
+        self._load_task = asyncio.get_running_loop().create_task(self._load(), name="berth-load")
+
+    async def _load(self) -> None:
+        from berth_runtime.models.loader import load_model
+
+        loader = self._loader or load_model
+        s = self.settings
+        started = time.perf_counter()
+        try:
+            device = choose_device(s.device)
+            configure_threads(s.threads, device)
+            model = await asyncio.to_thread(loader, s, device)
+            await asyncio.to_thread(model.warmup, s.max_batch_size)
+        except Exception as exc:
+            log.error("model %r failed to load: %s", s.name, exc)
+            if self._on_fatal is not None:
+                self._on_fatal(exc)
+            return
+        seconds = time.perf_counter() - started
+        self.model = model
+        self.batcher = Batcher(
+            model, self.metrics.model_metrics,
+            max_batch_size=s.max_batch_size, max_delay_ms=s.max_delay_ms,
+            max_queue=s.max_queue, timeout_ms=s.timeout_ms,
+        )
+        self.batcher.start()
+        self.metrics.model_metrics.load_seconds.set(seconds)
+        if not self.draining:
+            self.ready = True
+            self.metrics.model_metrics.ready.set(1)
+        log.info("model %r ready in %.2f s (inputs %s, outputs %s)", s.name, seconds,
+                 [i.metadata() for i in model.inputs], [o.metadata() for o in model.outputs])
+
+    async def close(self) -> None:
+        self.begin_drain()
+        if self._load_task is not None and not self._load_task.done():
+            self._load_task.cancel()
+        if self.batcher is not None:
+            await self.batcher.stop()

@@ -1,0 +1,80 @@
+"""Small models built in the tests (importable by the server subprocess via PYTHONPATH)."""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+CNN_INPUT = {"name": "input__0", "datatype": "FP32", "shape": [-1, 3, 16, 16]}
+
+
+class SmallCNN(nn.Module):
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 16, 3, padding=1, stride=2)
+        self.head = nn.Linear(16, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv1(x))
+        x = torch.relu(self.conv2(x))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def small_cnn(seed: int = 0) -> SmallCNN:
+    torch.manual_seed(seed)
+    return SmallCNN().eval()
+
+
+def write_torchscript(model: nn.Module, dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():  # torch.jit.script is deprecated in favour of export
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.script(model).save(str(dest / "model.pt"))
+    (dest / "berth.json").write_text(json.dumps({"inputs": [CNN_INPUT]}))
+    return dest
+
+
+def write_export(model: nn.Module, dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    ep = torch.export.export(model, (torch.randn(4, 3, 16, 16),), dynamic_shapes=({0: batch},))
+    torch.export.save(ep, str(dest / "model.pt2"))
+    return dest
+
+
+class SlowDouble(nn.Module):
+    """Doubles its input and sleeps, so requests pile up (shutdown and batching tests)."""
+
+    def __init__(self, delay_s: float = 0.05) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(2.0))
+        self.delay_s = delay_s
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.delay_s)
+        return x * self.scale
+
+
+def build_slow_double(delay_s: float = 0.05) -> SlowDouble:
+    """Factory named in berth.json as berth_test_models:build_slow_double."""
+    return SlowDouble(delay_s)
+
+
+def write_slow_double(dest: Path, delay_s: float = 0.05) -> Path:
+    from safetensors.torch import save_file
+
+    dest.mkdir(parents=True, exist_ok=True)
+    save_file(SlowDouble(delay_s).state_dict(), str(dest / "model.safetensors"))
+    manifest = {
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}],
+        "factory": "berth_test_models:build_slow_double",
+        "factory_kwargs": {"delay_s": delay_s},
+    }
+    (dest / "berth.json").write_text(json.dumps(manifest))
+    return dest
