@@ -247,7 +247,7 @@ def main(argv: list[str]) -> int:
             "operator": {
                 "peak_rss_mb": round(stats.peak_rss_kb / 1024, 1),
                 "cpu_s_total": round(stats.cpu_s, 1),
-            },  # fmt: skip
+            },
             "goals": GOALS,
         }
     finally:
