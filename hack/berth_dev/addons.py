@@ -110,7 +110,7 @@ def start_prometheus(dev: DevCluster) -> None:
 
     if _component_running(dev, "prometheus"):
         return
-    dev._step("Prometheus (installing it first when missing)")
+    dev._step("Prometheus (hack/install-prometheus.sh builds it on first use: a few minutes)")
     try:
         binary = prometheus.find_binary()
     except FileNotFoundError as err:

@@ -7,13 +7,13 @@ Only pods run by the node agent are scraped (loopback pod IPs, 127.0.0.0/8): KWO
 fake pods have no process behind their addresses. Every series carries `namespace`,
 `pod`, `node` and, for Berth runtime pods, `modeldeployment` (the serving.berth.dev/model label; the runtime's own `model` label is the served name).
 
-It is Debian's `prometheus` package (hack/install-prometheus.sh), run as our own process
-with our own configuration and data directory under `<root>/prometheus`.
+The binary is built from Go modules by hack/install-prometheus.sh (Debian's package has
+no Kubernetes service discovery) and runs as our own process with our own configuration
+and data directory under `<root>/prometheus`.
 """
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -94,13 +94,8 @@ def scrape_config(
     }
 
 
-def find_binary(install: bool = True) -> str:
-    """The prometheus binary; runs hack/install-prometheus.sh first when it is missing."""
-    found = shutil.which("prometheus")
-    if found:
-        return found
-    if not install:
-        raise FileNotFoundError("prometheus is not installed; run hack/install-prometheus.sh")
+def find_binary() -> str:
+    """The prometheus binary from hack/install-prometheus.sh (a no-op with a warm cache)."""
     proc = subprocess.run(
         ["bash", str(INSTALL_SCRIPT)], stdout=subprocess.PIPE, text=True, check=False
     )

@@ -1,0 +1,83 @@
+"""`make up` then `make down` in a fresh dev directory leaves no process and no port.
+
+It runs the real targets in a subprocess with BERTH_DEV_DIR set to a temporary directory,
+so it starts a second, private cluster beside any shared one (its own free ports).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def listening_ports() -> set[tuple[str, int]]:
+    """(hex address, port) of every listening TCP socket (IPv4 and IPv6)."""
+    out = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":  # LISTEN
+                addr, port = fields[1].rsplit(":", 1)
+                out.add((addr, int(port, 16)))
+    return out
+
+
+def processes_in(root: Path) -> list[str]:
+    """Processes whose command line or working directory lies in `root`."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            cwd = os.readlink(proc / "cwd")
+        except OSError:
+            continue
+        if str(root) in cmdline or cwd.startswith(str(root)):
+            found.append(f"{proc.name}: {cmdline[:160]} (cwd {cwd})")
+    return found
+
+
+def test_make_up_then_down_leaves_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "dev"
+    env = {**os.environ, "BERTH_DEV_DIR": str(root)}
+    env.pop("KUBECONFIG", None)
+    before = listening_ports()
+    t0 = time.monotonic()
+    up = subprocess.run(
+        ["make", "up"], cwd=REPO, env=env, capture_output=True, text=True, timeout=720
+    )
+    up_s = time.monotonic() - t0
+    try:
+        assert up.returncode == 0, f"make up failed:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}"
+        print(f"\nmake up: {up_s:.0f}s")
+        out = up.stdout + up.stderr
+        assert "Ready after" in out and "/v1/embeddings" in out and "Prometheus:" in out
+        status = subprocess.run(
+            [str(REPO / ".venv/bin/berth"), "dev", "status", "--json"],
+            env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        st = json.loads(status.stdout)
+        comps = st["components"]
+        for name in ("kube-apiserver", "berth-agent", "prometheus", "berth-operator"):
+            assert comps[name]["state"] == "running", comps
+            assert comps[name]["url"], name
+        during = listening_ports() - before
+        assert during, "make up opened no listening port"
+    finally:
+        t1 = time.monotonic()
+        down = subprocess.run(
+            ["make", "down"], cwd=REPO, env=env, capture_output=True, text=True, timeout=180
+        )
+        print(f"make down: {time.monotonic() - t1:.0f}s")
+    assert down.returncode == 0, down.stderr
+    assert processes_in(root) == []
+    left = {p for p in listening_ports() - before if p in during}
+    assert not left, f"ports still listening after make down: {sorted(left)}"
