@@ -414,3 +414,19 @@ def test_needs_apply() -> None:
 def test_parse_quantity(value: str, expected: float | None) -> None:
     got = builders.parse_quantity(value)
     assert (None if got is None else float(got)) == expected
+
+
+def test_settings_from_env() -> None:
+    from berth_operator.settings import from_env
+
+    # The runtime image follows BERTH_RUNTIME_IMAGE unless the operator's own key is set.
+    assert from_env({"BERTH_RUNTIME_IMAGE": "img:2"}).runtime.image == "img:2"
+    env = {"BERTH_RUNTIME_IMAGE": "img:2", "BERTH_OPERATOR_RUNTIME_IMAGE": "img:3",
+           "BERTH_OPERATOR_KUBE_CLUSTER_DOMAIN": "example.org",
+           "BERTH_OPERATOR_RECONCILE_STATUS_DELAY": "0.5"}  # fmt: skip
+    s = from_env(env)
+    assert (s.runtime.image, s.kube.cluster_domain, s.reconcile.status_delay) == (
+        "img:3", "example.org", 0.5,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="BERTH_OPERATOR_RUNTIME_PORT"):
+        from_env({"BERTH_OPERATOR_RUNTIME_PORT": "eighty"})
