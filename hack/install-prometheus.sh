@@ -11,7 +11,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 mod="$here/prometheus"
-version=$(awk '/github.com\/prometheus\/prometheus /{print $2}' "$mod/go.mod")
+version=$(awk '$1 == "github.com/prometheus/prometheus" {print $2} $2 == "github.com/prometheus/prometheus" {print $3}' "$mod/go.mod" | head -1)
 recipe_hash=$(cat "$here/install-prometheus.sh" "$mod/go.mod" "$mod/go.sum" 2>/dev/null | sha256sum | cut -c1-12)
 cache_root=${BERTH_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/berth}
 bin="$cache_root/prometheus-${version}-${recipe_hash}/bin"

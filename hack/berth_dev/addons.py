@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,6 +56,17 @@ def _set_url(dev: DevCluster, name: str, url: str) -> dict[str, Any]:
     return state
 
 
+def pod_ip_prefix(root: Path) -> str:
+    """127.0 for the default dev directory; another 127.N for any other, so two dev
+    clusters on one machine (a test's private one beside the shared one) never hand
+    out the same pod IP."""
+    from .config import default_root
+
+    if root.resolve() == default_root().resolve():
+        return "127.0"
+    return f"127.{1 + zlib.crc32(str(root.resolve()).encode()) % 250}"
+
+
 def start_agent(dev: DevCluster) -> None:
     from .cluster import free_port, http_ok, read_state
 
@@ -72,6 +84,7 @@ def start_agent(dev: DevCluster) -> None:
                 f"--kubeconfig={dev.paths.kubeconfig}",
                 f"--node-name={AGENT_NODE}",
                 f"--health-port={port}",
+                f"--pod-ip-prefix={pod_ip_prefix(dev.paths.root)}",
             ],
             state,
         )

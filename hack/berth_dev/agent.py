@@ -66,6 +66,7 @@ class AgentSettings:
     shutdown_grace: float = 10.0  # most a pod gets to stop when the agent itself stops
     resync: float = 2.0  # full pod list at least this often, seconds (a watch wakes it sooner)
     health_port: int = 0  # GET /healthz on 127.0.0.1 (0: no endpoint)
+    pod_ip_prefix: str = "127.0"  # pod IPs are <prefix>.x.y on the loopback interface
 
     @property
     def dir(self) -> Path:
@@ -175,19 +176,24 @@ def node_status(s: AgentSettings, gpus: int, since: str) -> dict[str, Any]:
 
 
 class IpPool:
-    """Loopback pod IPs 127.0.x.y (x 2..254, y 1..254): one per pod, kept across restarts."""
+    """Loopback pod IPs <prefix>.x.y (x 2..254, y 1..254): one per pod, kept across restarts.
 
-    def __init__(self, taken: dict[str, str]) -> None:
+    The default prefix is 127.0; a second dev cluster on the same machine uses another
+    (see `addons.pod_ip_prefix`). An address whose ports are taken by someone else is skipped.
+    """
+
+    def __init__(self, taken: dict[str, str], prefix: str = "127.0") -> None:
         self.by_uid = dict(taken)
+        self.prefix = prefix
 
-    def get(self, uid: str) -> str:
+    def get(self, uid: str, ports: tuple[int, ...] = ()) -> str:
         if uid in self.by_uid:
             return self.by_uid[uid]
         used = set(self.by_uid.values())
         for x in range(2, 255):
             for y in range(1, 255):
-                ip = f"127.0.{x}.{y}"
-                if ip not in used:
+                ip = f"{self.prefix}.{x}.{y}"
+                if ip not in used and all(port_free(ip, p) for p in ports):
                     self.by_uid[uid] = ip
                     return ip
         raise RuntimeError("no free loopback pod IP left")
@@ -305,7 +311,12 @@ class PodWorker:
 
     async def prepare(self) -> dict[str, podrun.ProcessPlan] | None:
         """Pod IP, volumes, process plans; a refusal is reported and retried every 5 s."""
-        self.ip = self.agent.ips.get(self.uid)
+        ports = tuple(
+            int(p["containerPort"])
+            for c in self.pod["spec"]["containers"]
+            for p in c.get("ports") or []
+        )
+        self.ip = self.agent.ips.get(self.uid, ports)
         self.agent.save()
         self.dirty.set()
         while not self.deleting.is_set():
@@ -526,7 +537,7 @@ class Agent:
         self.shutting_down = False
         self.state_path = settings.dir / "state.json"
         saved = self._load()
-        self.ips = IpPool(saved.get("ips", {}))
+        self.ips = IpPool(saved.get("ips", {}), settings.pod_ip_prefix)
         self.records: dict[str, PodRecord] = {
             uid: PodRecord(**rec) for uid, rec in saved.get("pods", {}).items()
         }
@@ -855,6 +866,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--gpus", type=int, help="advertised nvidia.com/gpu (default: NVML count or 2)")
     p.add_argument("--product", help=f"nvidia.com/gpu.product (default: NVML or {DEFAULT_PRODUCT})")
     p.add_argument("--health-port", type=int, default=0, help="serve GET /healthz on 127.0.0.1")
+    p.add_argument("--pod-ip-prefix", default="127.0", help="pod IPs are PREFIX.x.y")
     args = p.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -867,6 +879,7 @@ def main(argv: list[str]) -> int:
         gpus=args.gpus,
         product=args.product,
         health_port=args.health_port,
+        pod_ip_prefix=args.pod_ip_prefix,
     )
     asyncio.run(Agent(settings).run())
     return 0
