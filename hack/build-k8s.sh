@@ -17,6 +17,16 @@ if [[ -x "$bin/berth-k8s" && -x "$bin/kwok" ]]; then
   echo "$bin"
   exit 0
 fi
+# One build at a time (make test and make up may race); re-check once we hold the lock.
+exec 9>"$cache_root/build-k8s.lock"
+if ! flock -n 9; then
+  echo "[build-k8s] another build is running; waiting for it" >&2
+  flock 9
+fi
+if [[ -x "$bin/berth-k8s" && -x "$bin/kwok" ]]; then
+  echo "$bin"
+  exit 0
+fi
 
 start=$(date +%s)
 step() { printf '[build-k8s +%4ss] %s\n' "$(( $(date +%s) - start ))" "$*" >&2; }
