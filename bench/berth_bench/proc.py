@@ -73,7 +73,10 @@ class Server:
         cpus: str | None,
         nice: int = 0,
     ) -> None:
-        cmd = prefix(cpus, nice) + cmd
+        # Started unpinned (start-up is not measured, and Ray's raylet gives up on its
+        # agents after a fixed ~50 s on one busy core); pin() before measuring.
+        self.cpus = cpus
+        cmd = prefix(None, nice) + cmd
         log.parent.mkdir(parents=True, exist_ok=True)
         self.log = log
         self._logf = open(log, "wb")  # noqa: SIM115 - closed in stop()
@@ -87,6 +90,15 @@ class Server:
         snap = tree(self.proc.pid)
         self.known |= set(snap)
         return snap
+
+    def pin(self) -> list[int]:
+        """Pin every thread of every process in the tree to `cpus`; return the pids."""
+        pids = sorted(self.snapshot())
+        if self.cpus:
+            for pid in pids:
+                subprocess.run(["taskset", "-a", "-p", "-c", self.cpus, str(pid)],
+                               capture_output=True, check=False)
+        return pids
 
     def alive(self) -> bool:
         return self.proc.poll() is None

@@ -243,7 +243,9 @@ def bench_server(name: str, model: M.Model, s: Settings, tmp: Path) -> list[dict
             wait_ready(server, base + tlist[0].path, tlist[0], s.start_timeout_s)
         except P.PeerUnavailable as exc:
             return failed(str(exc), tlist)
-        log(f"{name}/{model.kind} ready in {time.monotonic() - t0:.1f}s")
+        pids = server.pin()
+        log(f"{name}/{model.kind} ready in {time.monotonic() - t0:.1f}s; {len(pids)} "
+            f"processes pinned to CPUs [{s.server_cpus}]")
         for t in tlist:
             try:
                 wait_ready(server, base + t.path, t, 30)
@@ -289,6 +291,7 @@ def loadgen_ceiling(s: Settings, tmp: Path) -> dict[str, Any]:
                       cpus=s.server_cpus or None, nice=s.nice)
     try:
         time.sleep(1.0)
+        srv.pin()
         t = Target("json", "canned", "/", M.peer_payload("trivial"),
                    {"Content-Type": "application/json"})
         res = run_loadgen(f"http://127.0.0.1:{port}/", t, 32,
@@ -364,7 +367,8 @@ def main(argv: list[str]) -> int:
         "benchmark": "runtime", "date": date, "mode": "quick" if s.quick else "full",
         "settings": {**asdict(s), "out": str(s.out)},
         "setup": {
-            "pinning": f"every server's process tree pinned to CPUs [{s.server_cpus}]; "
+            "pinning": f"every server started unpinned, then its whole process tree pinned "
+                       f"to CPUs [{s.server_cpus}] once it answers, before any measurement; "
                        f"load generator pinned to [{s.loadgen_cpus}]; nice {s.nice}",
             "worker_processes": s.workers, "torch_threads": s.threads,
             "batching": {n: P.SERVERS[n].batching for n in s.servers},
