@@ -18,3 +18,7 @@ class RenderError(BerthError):
 
 class ApplyError(BerthError):
     """The API server refused or failed a write; retrying may help (temporary)."""
+
+
+class NamespaceTerminating(ApplyError):
+    """The namespace is being deleted: nothing to converge there any more (not retried)."""

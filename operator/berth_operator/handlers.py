@@ -39,6 +39,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.finalizer = f"{G}/finalizer"
     # Only warnings and errors of Kopf itself become Events; ours are explicit.
     settings.posting.level = logging.WARNING
+    settings.posting.default_backoffs = (1, 2, 4)
     settings.watching.server_timeout = 300
     if RECONCILER.settings.reconcile.max_workers:
         settings.batching.worker_limit = RECONCILER.settings.reconcile.max_workers
@@ -154,3 +155,9 @@ async def podmonitor_crd(event: kopf.RawEvent, body: kopf.Body, **kwargs: Any) -
         RECONCILER.spawn(RECONCILER.reconcile_all(cause="podmonitor-crd"))
     elif not available:
         RECONCILER.podmonitors = False
+
+
+@kopf.on.event("v1", "namespaces")
+async def namespace_event(type: str, name: str, status: kopf.Status, **_: Any) -> None:
+    # No writes (nor Events) into namespaces being deleted.
+    RECONCILER.namespace_changed(name, status.get("phase"), type == "DELETED")

@@ -14,7 +14,7 @@ from lightkube.generic_resource import create_global_resource, create_namespaced
 from lightkube.types import PatchType
 
 from berth_operator import builders
-from berth_operator.errors import ApplyError
+from berth_operator.errors import ApplyError, NamespaceTerminating
 
 # (apiVersion, kind) -> lightkube generic resource class
 _RESOURCES: dict[tuple[str, str], Any] = {
@@ -73,6 +73,8 @@ class Kube:
                 force=True,
             )
         except ApiError as exc:
+            if exc.status.code == 403 and "being terminated" in str(exc.status.message):
+                raise NamespaceTerminating(str(meta.get("namespace"))) from exc
             raise ApplyError(f"apply {manifest['kind']} {meta['name']}: {exc}") from exc
         return _plain(obj)
 

@@ -49,7 +49,8 @@ def main(argv: list[str]) -> int:
     if not args.verbose:
         # Kopf logs every handler success per object; at 500 objects that is noise.
         logging.getLogger("kopf").setLevel(logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for noisy in ("httpx", "httpx2", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     kopf.run(
         standalone=args.peering is None,
         peering_name=args.peering,

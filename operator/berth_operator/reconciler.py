@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
 import kopf
 
 from berth_operator import builders, status
-from berth_operator.errors import ApplyError, RenderError
+from berth_operator.errors import ApplyError, NamespaceTerminating, RenderError
 from berth_operator.kube import Kube
 from berth_operator.settings import Settings
 
@@ -119,8 +120,24 @@ class Reconciler:
         self._last_status: dict[Key, dict[str, Any]] = {}
         self._applied_generation: dict[Key, int] = {}
         self._invalid: dict[Key, tuple[int, str]] = {}  # key -> (generation, message)
+        self._terminating: dict[str, float] = {}  # namespace -> when deletion was seen
         # Event sink; replaced in tests. kopf.event queues and posts in the background.
         self.post_event: Callable[[dict[str, Any], str, str, str], None] = self._kopf_event
+
+    def terminating(self, namespace: str) -> bool:
+        """Whether the namespace was seen being deleted (in the last 10 minutes)."""
+        seen = self._terminating.get(namespace)
+        return seen is not None and time.monotonic() - seen < 600
+
+    def namespace_changed(self, namespace: str, phase: str | None, deleted: bool) -> None:
+        if deleted or phase == "Terminating":
+            self._terminating.setdefault(namespace, time.monotonic())
+        else:
+            self._terminating.pop(namespace, None)
+
+    def _event(self, md: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        if not self.terminating(md["metadata"]["namespace"]):
+            self.post_event(md_ref(md), type_, reason, message)
 
     @staticmethod
     def _kopf_event(ref: dict[str, Any], type_: str, reason: str, message: str) -> None:
@@ -191,10 +208,10 @@ class Reconciler:
                 children = self.render(md)
             except RenderError as exc:
                 known = self._invalid.get(key)
-                self._invalid[key] = (generation, exc.message)
+                self._invalid[key] = (generation, str(exc))
                 self._applied_generation[key] = generation
-                if known != (generation, exc.message):
-                    self.post_event(md_ref(md), "Warning", "InvalidSpec", str(exc))
+                if known != (generation, str(exc)):
+                    self._event(md, "Warning", "InvalidSpec", str(exc))
                 self.schedule_status(key, delay=0)
                 raise
             self._invalid.pop(key, None)
@@ -203,17 +220,21 @@ class Reconciler:
                 observed = self.child(kind, key)
                 if not builders.needs_apply(manifest, observed):
                     continue
-                result = await self.kube.apply(manifest)
+                try:
+                    result = await self.kube.apply(manifest)
+                except NamespaceTerminating:
+                    self._terminating[key[0]] = time.monotonic()
+                    return changes
                 self._recent[(kind, key)] = plain_child(result)
                 reason, message = _describe(kind, manifest, observed, cause)
-                self.post_event(md_ref(md), "Normal", reason, message)
+                self._event(md, "Normal", reason, message)
                 changes.append(f"{reason} {kind}")
             for api_version, kind, name in children.absent:
                 if self.child(kind, key) is None:
                     continue
                 self._recent.pop((kind, key), None)
                 if await self.kube.delete(api_version, kind, meta["namespace"], name):
-                    self.post_event(md_ref(md), "Normal", "Deleted", f"{kind} {name} deleted")
+                    self._event(md, "Normal", "Deleted", f"{kind} {name} deleted")
                     changes.append(f"Deleted {kind}")
             self._applied_generation[key] = generation
         self.schedule_status(key, delay=0)
@@ -226,7 +247,7 @@ class Reconciler:
         """Converge from a child's event (no Kopf retry there): retry a few times ourselves."""
         for attempt in range(retries):
             md = self.model(key)
-            if md is None:
+            if md is None or self.terminating(key[0]):
                 return
             try:
                 await self.converge(md, cause=cause)
@@ -320,7 +341,7 @@ class Reconciler:
     async def write_status(self, key: Key) -> None:
         assert self.kube is not None
         md = self.model(key)
-        if md is None:
+        if md is None or self.terminating(key[0]):
             return
         previous = self._last_status.get(key) or md.get("status") or {}
         new = self.observe(key, md)
@@ -334,7 +355,7 @@ class Reconciler:
                 cond["type"] != "Degraded" or cond["status"] == "True"
             )
             message = f"{cond['type']}={cond['status']}: {cond['message']}"
-            self.post_event(md_ref(md), "Warning" if bad else "Normal", cond["reason"], message)
+            self._event(md, "Warning" if bad else "Normal", cond["reason"], message)
 
 
 def _describe(
