@@ -102,7 +102,13 @@ def detect_gpus() -> tuple[int, str] | None:
 
 
 def node_manifest(s: AgentSettings, gpus: int, product: str) -> dict[str, Any]:
-    """The agent's Node: KWOK-like labels, no KWOK annotation (so KWOK leaves it alone)."""
+    """The agent's Node: KWOK-like labels, no KWOK annotation (so KWOK leaves it alone).
+
+    It carries one taint, berth.dev/local-agent=true:NoSchedule, and no GPU taint: a pod
+    lands here only when it asks to (nodeSelector + toleration, as examples/local do), so a
+    benchmark creating hundreds of pods never starts hundreds of real processes, while a
+    CPU-only model can still opt in.
+    """
     labels = {
         "kubernetes.io/hostname": s.node_name,
         "kubernetes.io/os": "linux",
@@ -111,7 +117,6 @@ def node_manifest(s: AgentSettings, gpus: int, product: str) -> dict[str, Any]:
         "berth.dev/pool": "local",
         AGENT_LABEL: "true",
     }
-    taints = []
     if gpus > 0:
         labels.update(
             {
@@ -120,12 +125,11 @@ def node_manifest(s: AgentSettings, gpus: int, product: str) -> dict[str, Any]:
                 GPU_PRODUCT_LABEL: product,
             }
         )
-        taints.append({"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"})
     return {
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {"name": s.node_name, "labels": labels},
-        "spec": {"taints": taints},
+        "spec": {"taints": [{"key": AGENT_LABEL, "value": "true", "effect": "NoSchedule"}]},
     }
 
 
@@ -652,8 +656,10 @@ class Agent:
     async def renew_lease(self) -> None:
         from lightkube.core.exceptions import ApiError
         from lightkube.resources.coordination_v1 import Lease
+        from lightkube.types import PatchType
 
-        now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+        t = time.time()
+        now = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}Z"
         body = {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
@@ -665,7 +671,14 @@ class Agent:
             },
         }
         try:
-            await self.client.apply(Lease.from_dict(body), force=True)
+            await self.client.patch(
+                Lease,
+                self.s.node_name,
+                body,
+                namespace="kube-node-lease",
+                patch_type=PatchType.APPLY,
+                force=True,
+            )
         except ApiError as err:
             log.warning("lease renewal failed: %s", err)
 
@@ -871,7 +884,8 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for noisy in ("httpx", "httpx2", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     settings = AgentSettings(
         root=args.root.resolve(),
         kubeconfig=args.kubeconfig.resolve(),

@@ -153,13 +153,14 @@ def test_local_node_is_not_kwok_managed() -> None:
     assert labels["berth.dev/local-agent"] == "true"
     assert labels["nvidia.com/gpu.product"] == "NVIDIA-L4"
     assert labels.get("type") != "kwok"
+    # only pods that opt in land here; no GPU taint, so CPU models can opt in too
     assert m["spec"]["taints"] == [
-        {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+        {"key": "berth.dev/local-agent", "value": "true", "effect": "NoSchedule"}
     ]
     st = node_status(s, 2, "2024-01-01T00:00:00Z")
     assert st["capacity"]["nvidia.com/gpu"] == "2" and st["allocatable"] == st["capacity"]
     assert {c["type"]: c["status"] for c in st["conditions"]}["Ready"] == "True"
-    assert node_manifest(s, 0, "x")["spec"]["taints"] == []
+    assert "nvidia.com/gpu.product" not in node_manifest(s, 0, "x")["metadata"]["labels"]
 
 
 def test_prometheus_config_keeps_annotated_agent_pods() -> None:

@@ -37,7 +37,9 @@ metadata: {{name: {MODEL}, namespace: {ns}}}
 spec:
   model: {{uri: "pvc://models/all-minilm-l6-v2", format: sentence-transformers}}
   resources: {{cpu: "1", memory: 2Gi}}
-  scheduling: {{nodeSelector: {{berth.dev/local-agent: "true"}}}}
+  scheduling:
+    nodeSelector: {{berth.dev/local-agent: "true"}}
+    tolerations: [{{key: berth.dev/local-agent, operator: Exists, effect: NoSchedule}}]
   replicas: 1
 """
 
