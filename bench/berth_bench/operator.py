@@ -132,19 +132,18 @@ def main(argv: list[str]) -> int:
     p.add_argument("--keep", action="store_true", help="keep namespaces and nodes afterwards")
     args = p.parse_args(argv)
 
+    import yaml
     from berth_dev.cluster import DevCluster
     from berth_dev.config import NodePool
-    from berth_dev.nodes import create_fake_nodes, delete_fake_nodes
+    from berth_dev.nodes import pool_manifests
     from lightkube.generic_resource import create_namespaced_resource
-    from lightkube.models.meta_v1 import ObjectMeta
-    from lightkube.resources.apps_v1 import Deployment
-    from lightkube.resources.core_v1 import Namespace
 
     cluster = DevCluster()
     started = not cluster.is_running()
     if started:
         cluster.up()
     client = cluster.client()
+    deployment_res = create_namespaced_resource("apps", "v1", "Deployment", "deployments")
     md_res = create_namespaced_resource(
         "serving.berth.dev", "v1alpha1", "ModelDeployment", "modeldeployments"
     )
@@ -155,11 +154,12 @@ def main(argv: list[str]) -> int:
     run_id = uuid.uuid4().hex[:5]
     pool = f"bench{run_id}"
     print(f"creating {args.nodes} fake nodes (pool {pool}) ...", flush=True)
-    nodes = create_fake_nodes(client, [NodePool(pool, count=args.nodes, gpus=8, product=H100,
-                                                cpu="192", memory="2Ti")])  # fmt: skip
+    nodes = pool_manifests([NodePool(pool, count=args.nodes, gpus=8, product=H100,
+                                     cpu="192", memory="2Ti")])  # fmt: skip
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(nodes))
     ns_lat, ns_scale = f"bench-op-lat-{run_id}", f"bench-op-scale-{run_id}"
     for ns in (ns_lat, ns_scale):
-        client.create(Namespace(metadata=ObjectMeta(name=ns)))
+        cluster.kubectl("create", "namespace", ns)
 
     log_path = args.out / f"operator-{run_id}.log"
     args.out.mkdir(parents=True, exist_ok=True)
@@ -182,7 +182,7 @@ def main(argv: list[str]) -> int:
     try:
         time.sleep(1)
         # Warm-up: one model through the whole path, so startup is not measured.
-        dep_watch = Watcher(client, Deployment, ns_lat, lambda b: True)
+        dep_watch = Watcher(client, deployment_res, ns_lat, lambda b: True)
         dep_watch.start()
         client.create(md_res.from_dict(_md("warmup", pool)), namespace=ns_lat)
         if not dep_watch.wait("warmup", 120):
@@ -203,7 +203,7 @@ def main(argv: list[str]) -> int:
             f"scale: {args.models} ModelDeployments at once on {args.nodes} nodes ...", flush=True
         )
         ready_watch = Watcher(client, md_res, ns_scale, _ready)
-        deps_watch = Watcher(client, Deployment, ns_scale, lambda b: True)
+        deps_watch = Watcher(client, deployment_res, ns_scale, lambda b: True)
         ready_watch.start()
         deps_watch.start()
         names = {f"m-{i:04d}" for i in range(args.models)}
@@ -261,7 +261,8 @@ def main(argv: list[str]) -> int:
         if not args.keep:
             for ns in (ns_lat, ns_scale):
                 cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
-            delete_fake_nodes(client, nodes)
+            cluster.kubectl("delete", "nodes", "-l", f"berth.dev/pool={pool}", "--wait=false",
+                            check=False)  # fmt: skip
         if started and not args.keep:
             cluster.down(quiet=True)
 

@@ -52,6 +52,8 @@ class ReconcileSettings:
 
     # Seconds to gather child events before one status update (coalescing).
     status_delay: float = 0.2
+    # Seconds Kopf waits for more events of one object before handling it.
+    batch_window: float = 0.02
     # Kopf worker limit per resource kind (0: unlimited); bounds memory at scale.
     max_workers: int = 0
 
