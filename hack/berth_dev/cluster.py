@@ -245,6 +245,7 @@ class DevCluster:
             "pid": proc.pid,
             "marker": argv[0] if len(argv) < 2 else f"{argv[0]} {argv[1]}",
             "log": str(self.paths.log(name)),
+            "startedAt": time.time(),  # state.json sorts keys: down() orders by this
         }
         write_state(self.paths, state)
         return proc
@@ -477,7 +478,7 @@ class DevCluster:
         state = read_state(self.paths)
         comps: dict[str, Any] = state.get("components", {})
         stopped = []
-        for name in reversed(list(comps)):
+        for name in sorted(comps, key=lambda n: comps[n].get("startedAt", 0), reverse=True):
             info = comps[name]
             pid = int(info["pid"])
             if not pid_alive(pid, info.get("marker")):

@@ -3,8 +3,8 @@
 Prometheus discovers pods through `kubernetes_sd_configs` against the local API server
 (client certificate from the dev PKI) and scrapes the ones the operator marks with
 `prometheus.io/scrape: "true"`, at `<pod IP>:<prometheus.io/port><prometheus.io/path>`.
-Only pods run by the node agent are scraped (loopback pod IPs, 127.0.0.0/8): KWOK's
-fake pods have no process behind their addresses. Every series carries `namespace`,
+Only pods on the node agent's node are discovered (a field selector per node): KWOK's
+fake pods have no process behind their addresses, and there may be thousands of them. Every series carries `namespace`,
 `pod`, `node` and, for Berth runtime pods, `modeldeployment` (the serving.berth.dev/model label; the runtime's own `model` label is the served name).
 
 The binary is built from Go modules by hack/install-prometheus.sh (Debian's package has
@@ -56,7 +56,6 @@ def scrape_config(
             "action": "keep",
             "regex": "true",
         },
-        {"source_labels": [f"{meta}ip"], "action": "keep", "regex": r"127\..+"},
         {"source_labels": [f"{meta}phase"], "action": "drop", "regex": "Succeeded|Failed"},
         {
             "source_labels": [f"{meta}annotation_prometheus_io_path"],

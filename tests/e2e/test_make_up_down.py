@@ -32,11 +32,11 @@ def listening_ports() -> set[tuple[str, int]]:
 
 
 def agent_prefix(_status: str, comps: dict[str, dict[str, str]]) -> str:
-    """The little-endian hex suffix of the private cluster's pod addresses (127.N.x.y)."""
+    """The /proc/net/tcp hex suffix of the private cluster's pod addresses (A.B.x.y)."""
     cmdline = Path(f"/proc/{comps['berth-agent']['pid']}/cmdline").read_bytes().split(b"\0")
     arg = next(a.decode() for a in cmdline if a.startswith(b"--pod-ip-prefix="))
-    second = int(arg.split("=", 1)[1].split(".")[1])
-    return f"{second:02X}7F"
+    a, b = (int(x) for x in arg.split("=", 1)[1].split("."))
+    return f"{b:02X}{a:02X}"  # little-endian: the first octets come last
 
 
 def processes_in(root: Path) -> list[str]:
