@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import httpx2
 from lightkube import ApiError, AsyncClient
 from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 from lightkube.types import PatchType
@@ -51,9 +52,13 @@ def _plain(obj: Any) -> dict[str, Any]:
 class Kube:
     """The few calls the operator makes, on one shared connection pool."""
 
-    def __init__(self, field_manager: str, client: AsyncClient | None = None) -> None:
+    def __init__(
+        self, field_manager: str, client: AsyncClient | None = None, timeout: float = 30
+    ) -> None:
         self.field_manager = field_manager
-        self._client = client or AsyncClient(field_manager=field_manager)
+        self._client = client or AsyncClient(
+            field_manager=field_manager, timeout=httpx2.Timeout(timeout)
+        )
 
     async def close(self) -> None:
         await self._client.close()
@@ -76,6 +81,8 @@ class Kube:
             if exc.status.code == 403 and "being terminated" in str(exc.status.message):
                 raise NamespaceTerminating(str(meta.get("namespace"))) from exc
             raise ApplyError(f"apply {manifest['kind']} {meta['name']}: {exc}") from exc
+        except Exception as exc:  # timeouts and resets of the HTTP client
+            raise ApplyError(f"apply {manifest['kind']} {meta['name']}: {exc!r}") from exc
         return _plain(obj)
 
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
@@ -86,6 +93,8 @@ class Kube:
             if exc.status.code == 404:
                 return False
             raise ApplyError(f"delete {kind} {name}: {exc}") from exc
+        except Exception as exc:
+            raise ApplyError(f"delete {kind} {name}: {exc!r}") from exc
         return True
 
     async def get_model(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -97,6 +106,8 @@ class Kube:
             if exc.status.code == 404:
                 return None
             raise ApplyError(f"get {builders.KIND} {name}: {exc}") from exc
+        except Exception as exc:
+            raise ApplyError(f"get {builders.KIND} {name}: {exc!r}") from exc
         return _plain(obj)
 
     async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> bool:
@@ -114,6 +125,8 @@ class Kube:
             if exc.status.code == 404:
                 return False
             raise ApplyError(f"patch status of {name}: {exc}") from exc
+        except Exception as exc:
+            raise ApplyError(f"patch status of {name}: {exc!r}") from exc
         return True
 
     async def crd_established(self, name: str) -> bool:

@@ -278,7 +278,10 @@ class Reconciler:
             self._recent.pop((kind, key), None)
             # The owner may be going away (garbage collection): confirm before recreating.
             assert self.kube is not None
-            live = await self.kube.get_model(*key)
+            try:
+                live = await self.kube.get_model(*key)
+            except ApplyError:
+                live = md
             if live is None or live["metadata"].get("uid") != uid:
                 return
             if live["metadata"].get("deletionTimestamp"):
