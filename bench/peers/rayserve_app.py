@@ -43,7 +43,7 @@ class Bench:
 if __name__ == "__main__":
     passed = {k: v for k, v in os.environ.items() if k.startswith("BENCH_")
               or k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    for attempt in range(3):  # Ray's raylet must register within a fixed 30 s
+    for attempt in range(5):  # Ray's raylet must register within a fixed 30 s
         try:
             ray.init(num_cpus=int(env("BENCH_RAY_CPUS", "1")), include_dashboard=False,
                      runtime_env={"env_vars": passed}, logging_level="warning")
@@ -51,7 +51,7 @@ if __name__ == "__main__":
         except Exception as exc:  # Ray raises a bare Exception on a slow start
             print(f"ray.init attempt {attempt + 1} failed: {exc}", flush=True)
             ray.shutdown()
-            if attempt == 2:
+            if attempt == 4:
                 raise
     serve.start(http_options={"host": "127.0.0.1", "port": int(env("BENCH_PORT"))})
     serve.run(Bench.bind(), route_prefix="/predict", name=env("BENCH_NAME"))
