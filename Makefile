@@ -7,7 +7,7 @@ PY      := .venv/bin/python
 UV      := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 PYTEST_ARGS ?=
 
-.PHONY: help venv k8s up down status test test-unit test-integration test-e2e lint bench bench-quick clean
+.PHONY: help venv k8s prometheus up down status test test-unit test-integration test-e2e lint bench bench-quick clean
 
 help:
 	@echo "make up      start the local cluster (control plane, fake GPU nodes, node agent, Prometheus, operator, examples)"
@@ -29,7 +29,10 @@ venv: .venv/.synced
 k8s:
 	@bash hack/build-k8s.sh >/dev/null
 
-up: venv k8s
+prometheus:
+	@bash hack/install-prometheus.sh >/dev/null
+
+up: venv k8s prometheus
 	.venv/bin/berth dev up
 
 down: venv
@@ -38,7 +41,7 @@ down: venv
 status: venv
 	.venv/bin/berth dev status
 
-test: venv k8s
+test: venv k8s prometheus
 	.venv/bin/pytest $(PYTEST_ARGS)
 
 test-unit: venv
@@ -47,7 +50,7 @@ test-unit: venv
 test-integration: venv k8s
 	.venv/bin/pytest -m integration $(PYTEST_ARGS)
 
-test-e2e: venv k8s
+test-e2e: venv k8s prometheus
 	.venv/bin/pytest -m e2e $(PYTEST_ARGS)
 
 lint: venv
