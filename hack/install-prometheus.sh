@@ -22,6 +22,15 @@ if [[ -x "$bin/prometheus" ]]; then
   echo "$bin/prometheus"
   exit 0
 fi
+exec 9>"$cache_root/build-prometheus.lock"
+if ! flock -n 9; then
+  echo "[build-prometheus] another build is running; waiting for it" >&2
+  flock 9
+fi
+if [[ -x "$bin/prometheus" ]]; then
+  echo "$bin/prometheus"
+  exit 0
+fi
 if ! command -v go >/dev/null 2>&1; then
   echo "install-prometheus: Go is needed to build Prometheus (the same Go as hack/build-k8s.sh)" >&2
   exit 1

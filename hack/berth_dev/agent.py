@@ -285,11 +285,16 @@ class PodWorker:
             # the agent is shutting down: stop our processes within its grace
             self.agent.shutting_down = True
         finally:
+            self.deleting.set()  # container loops return once their process has exited
             grace = self.agent.s.shutdown_grace if self.agent.shutting_down else self.grace()
-            for t in containers:
-                t.cancel()
-            await asyncio.gather(*containers, return_exceptions=True)
-            await asyncio.gather(*(p.stop(grace) for p in self.procs.values()))
+            await asyncio.gather(*(p.stop(grace) for p in list(self.procs.values())))
+            if containers:
+                _, pending = await asyncio.wait(containers, timeout=5)
+                for t in pending:
+                    t.cancel()
+                await asyncio.gather(*containers, return_exceptions=True)
+            # a process started while we were stopping the others
+            await asyncio.gather(*(p.stop(1) for p in list(self.procs.values())))
             for run in self.runs.values():
                 if run.state == "running":
                     run.state, run.finished_at = "terminated", time.time()
