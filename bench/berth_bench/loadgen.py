@@ -45,6 +45,7 @@ class LoadResult:
     mean_ms: float = math.nan
     max_ms: float = math.nan
     loadgen_cpu_s: float = 0.0  # CPU time the generator itself used in the window
+    connections: int = 0  # TCP connections opened (== concurrency when keep-alive holds)
     first_error: str = ""
 
     @property
@@ -74,6 +75,7 @@ def summarize(
     duration_s: float,
     loadgen_cpu_s: float = 0.0,
     first_error: str = "",
+    connections: int = 0,
 ) -> LoadResult:
     """Turn raw per-request latencies (successes only) and error counts into a result."""
     ok = sorted(latencies_ms)
@@ -92,6 +94,7 @@ def summarize(
         max_ms=ok[-1] if ok else math.nan,
         loadgen_cpu_s=loadgen_cpu_s,
         first_error=first_error,
+        connections=connections,
     )
 
 
@@ -123,6 +126,7 @@ class _Conn(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future[int] | None = None
         self.lost = False
+        self.keep_alive = True  # read at message end: httptools forgets it after
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -140,6 +144,7 @@ class _Conn(asyncio.Protocol):
 
     # httptools callbacks
     def on_message_complete(self) -> None:
+        self.keep_alive = bool(self.parser.should_keep_alive())
         w, self.waiter = self.waiter, None
         if w is not None and not w.done():
             w.set_result(self.parser.get_status_code())
@@ -168,6 +173,7 @@ async def run_load(
     latencies: list[float] = []
     errors: dict[str, int] = {}
     first_error = [""]
+    opened = [0]
     clock = time.perf_counter
     t_begin = clock()
     t_start = t_begin + warmup_s
@@ -188,6 +194,7 @@ async def run_load(
             try:
                 if conn is None or conn.lost or conn.transport is None:
                     _, conn = await loop.create_connection(_Conn, host, port)
+                    opened[0] += 1
                 conn.parser = httptools.HttpResponseParser(conn)
                 fut: asyncio.Future[int] = loop.create_future()
                 conn.waiter = fut
@@ -201,7 +208,7 @@ async def run_load(
                         latencies.append((t1 - t0) * 1000.0)
                 else:
                     count_error(f"status_{status}", f"HTTP {status}", t1)
-                if conn.parser.should_keep_alive() is False:
+                if not conn.keep_alive:
                     conn.transport.close()
                     conn = None
             except TimeoutError:
@@ -227,7 +234,8 @@ async def run_load(
     phase_task = asyncio.ensure_future(phases())
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     c0, c1 = await phase_task
-    return summarize(latencies, errors, concurrency, duration_s, c1 - c0, first_error[0])
+    return summarize(latencies, errors, concurrency, duration_s, c1 - c0, first_error[0],
+                     opened[0])
 
 
 def _close(conn: _Conn | None) -> None:

@@ -351,6 +351,38 @@ def main(argv: list[str]) -> int:
             time.sleep(10)
     rows: list[dict[str, Any]] = []
     ceilings: dict[str, Any] = {}
+    lg: dict[str, Any] = {}
+    env_info = environment(s)
+
+    def write(done: bool) -> tuple[Path, list[Any], list[Any]]:
+        ceil_rps = {k: v["best"] for k, v in ceilings.items() if "best" in v}
+        table = report.ratios(rows, ceil_rps, list(s.models))
+        goal_rows = report.goals(table)
+        doc = {
+            "benchmark": "runtime", "date": date, "mode": "quick" if s.quick else "full",
+            "settings": {**asdict(s), "out": str(s.out)},
+            "setup": {
+                "pinning": f"every server started unpinned, then its whole process tree pinned "
+                           f"to CPUs [{s.server_cpus}] once it answers, before any measurement; "
+                           f"load generator pinned to [{s.loadgen_cpus}]; nice {s.nice}",
+                "worker_processes": s.workers, "torch_threads": s.threads,
+                "batching": {n: P.SERVERS[n].batching for n in s.servers},
+                "request_bodies": "peers: KServe v1 JSON {'instances': [x]}; Berth: OIP v2 "
+                                  "JSON, OIP v2 binary tensors, OpenAI embeddings",
+            },
+            "environment": env_info,
+            "load_generator_ceiling": lg,
+            "in_process_ceiling": ceilings,
+            "results": rows,
+            "ratios": table,
+            "goals": goal_rows,
+            "elapsed_s": round(time.monotonic() - t_start, 1),
+        }
+        out_json = s.out / f"runtime-{date}{'-quick' if s.quick else ''}.json"
+        doc["complete"] = done
+        out_json.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+        return out_json, table, goal_rows
+
     with tempfile.TemporaryDirectory(prefix="berth-bench-") as tmpname:
         tmp = Path(tmpname)
         lg = loadgen_ceiling(s, tmp)
@@ -365,31 +397,8 @@ def main(argv: list[str]) -> int:
                 if name == "uvicorn-hello" and kind != "trivial":
                     continue
                 rows += bench_server(name, model, s, tmp)
-    ceil_rps = {k: v["best"] for k, v in ceilings.items() if "best" in v}
-    table = report.ratios(rows, ceil_rps, list(s.models))
-    goal_rows = report.goals(table)
-    doc = {
-        "benchmark": "runtime", "date": date, "mode": "quick" if s.quick else "full",
-        "settings": {**asdict(s), "out": str(s.out)},
-        "setup": {
-            "pinning": f"every server started unpinned, then its whole process tree pinned "
-                       f"to CPUs [{s.server_cpus}] once it answers, before any measurement; "
-                       f"load generator pinned to [{s.loadgen_cpus}]; nice {s.nice}",
-            "worker_processes": s.workers, "torch_threads": s.threads,
-            "batching": {n: P.SERVERS[n].batching for n in s.servers},
-            "request_bodies": "peers: KServe v1 JSON {'instances': [x]}; Berth: OIP v2 "
-                              "JSON, OIP v2 binary tensors, OpenAI embeddings",
-        },
-        "environment": environment(s),
-        "load_generator_ceiling": lg,
-        "in_process_ceiling": ceilings,
-        "results": rows,
-        "ratios": table,
-        "goals": goal_rows,
-        "elapsed_s": round(time.monotonic() - t_start, 1),
-    }
-    out_json = s.out / f"runtime-{date}{'-quick' if s.quick else ''}.json"
-    out_json.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+                write(False)  # partial results survive an interrupted run
+    out_json, table, goal_rows = write(True)
     png = out_json.with_suffix(".png")
     try:
         report.plot(rows, list(s.models), png)
@@ -399,7 +408,7 @@ def main(argv: list[str]) -> int:
     print()
     print(f"Load generator ceiling: {lg['rps']:.0f} req/s (c=32, canned server)")
     print(report.format_ratios(table, goal_rows))
-    print(f"\nwrote {out_json} and {png} in {doc['elapsed_s']:.0f}s")
+    print(f"\nwrote {out_json} and {png} in {time.monotonic() - t_start:.0f}s")
     return 0
 
 

@@ -47,6 +47,7 @@ def test_loadgen_counts_requests_and_errors() -> None:
         ok = run("/hello")
         assert ok.requests > 50 and ok.errors == 0 and ok.rps == pytest.approx(ok.requests)
         assert 0 < ok.p50_ms <= ok.p99_ms
+        assert ok.connections == 4  # keep-alive: one connection per closed loop
         bad = run("/fail")
         assert bad.requests > 50 and bad.errors == bad.requests
         assert bad.error_kinds == {"status_500": bad.requests}
