@@ -45,7 +45,10 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.batching.batch_window = RECONCILER.settings.reconcile.batch_window
     if RECONCILER.settings.reconcile.max_workers:
         settings.batching.worker_limit = RECONCILER.settings.reconcile.max_workers
-    RECONCILER.kube = Kube(RECONCILER.settings.kube.field_manager)
+    kube = RECONCILER.settings.kube
+    RECONCILER.kube = Kube(
+        kube.field_manager, timeout=kube.request_timeout, max_in_flight=kube.max_in_flight
+    )
     RECONCILER.podmonitors = await RECONCILER.kube.crd_established(PODMONITOR_CRD)
 
 

@@ -6,6 +6,7 @@ raises `ApplyError` on failure; a missing object on delete is not a failure.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -53,9 +54,17 @@ class Kube:
     """The few calls the operator makes, on one shared connection pool."""
 
     def __init__(
-        self, field_manager: str, client: AsyncClient | None = None, timeout: float = 30
+        self,
+        field_manager: str,
+        client: AsyncClient | None = None,
+        timeout: float = 30,
+        max_in_flight: int = 16,
     ) -> None:
         self.field_manager = field_manager
+        # Bounded writes: 500 models created at once must not become 1000 concurrent
+        # requests; a small queue here keeps the API server (and its ClusterIP
+        # allocator) at full throughput instead of timing out.
+        self._writes = asyncio.Semaphore(max_in_flight)
         self._client = client or AsyncClient(
             field_manager=field_manager, timeout=httpx2.Timeout(timeout)
         )
@@ -68,15 +77,16 @@ class Kube:
         meta = manifest["metadata"]
         res = _resource(manifest["apiVersion"], manifest["kind"])
         try:
-            obj = await self._client.patch(
-                res,
-                meta["name"],
-                dict(manifest),
-                namespace=meta.get("namespace"),
-                patch_type=PatchType.APPLY,
-                field_manager=self.field_manager,
-                force=True,
-            )
+            async with self._writes:
+                obj = await self._client.patch(
+                    res,
+                    meta["name"],
+                    dict(manifest),
+                    namespace=meta.get("namespace"),
+                    patch_type=PatchType.APPLY,
+                    field_manager=self.field_manager,
+                    force=True,
+                )
         except ApiError as exc:
             if exc.status.code == 403 and "being terminated" in str(exc.status.message):
                 raise NamespaceTerminating(str(meta.get("namespace"))) from exc
@@ -88,7 +98,8 @@ class Kube:
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
         """Delete one object; False when it did not exist."""
         try:
-            await self._client.delete(_resource(api_version, kind), name, namespace=namespace)
+            async with self._writes:
+                await self._client.delete(_resource(api_version, kind), name, namespace=namespace)
         except ApiError as exc:
             if exc.status.code == 404:
                 return False
@@ -114,13 +125,14 @@ class Kube:
         """Merge-patch the status subresource; False when the object is gone."""
         res = _resource(builders.API_VERSION, builders.KIND)
         try:
-            await self._client.patch(
-                res.Status,
-                name,
-                {"status": dict(status)},
-                namespace=namespace,
-                patch_type=PatchType.MERGE,
-            )
+            async with self._writes:
+                await self._client.patch(
+                    res.Status,
+                    name,
+                    {"status": dict(status)},
+                    namespace=namespace,
+                    patch_type=PatchType.MERGE,
+                )
         except ApiError as exc:
             if exc.status.code == 404:
                 return False

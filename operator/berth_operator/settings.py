@@ -44,6 +44,10 @@ class KubeSettings:
     cluster_domain: str = "cluster.local"
     # Service port clients use (targets the container's named port http).
     service_port: int = 80
+    # Writes in flight at once; more only queue inside the API server (and time out).
+    max_in_flight: int = 16
+    # Seconds before one API request is abandoned and retried.
+    request_timeout: float = 30
 
 
 @dataclass(frozen=True)
