@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from berth_runtime.errors import ModelLoadError
+from berth_runtime.safety import refuse_unsafe_environment
 from berth_runtime.settings import SettingsError, parse_settings
 
 
@@ -22,8 +23,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from berth_runtime.models.loader import refuse_unsafe_environment
-
     try:
         refuse_unsafe_environment(os.environ)
         settings.resolved_token()

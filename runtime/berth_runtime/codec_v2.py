@@ -74,17 +74,20 @@ def _json_data(data: Any, where: str, datatype: str, shape: tuple[int, ...], n: 
             if not all(isinstance(x, str) for x in flat):
                 raise BadRequest(f"{where}.data must hold strings for BYTES")
             arr = flat
-        elif datatype == "BF16":
-            f32 = np.asarray(data, dtype=np.float32)
-            arr = torch.from_numpy(f32.reshape(-1)).to(torch.bfloat16).view(torch.int16).numpy()
-            arr = arr.view(np.uint16)
         else:
-            dtype = NUMPY[datatype]
-            if datatype == "BOOL":
-                flat_list = np.asarray(data, dtype=object).reshape(-1)
-                if not all(isinstance(x, bool) for x in flat_list):
-                    raise BadRequest(f"{where}.data must hold true/false for BOOL")
-            arr = np.asarray(data, dtype=dtype)
+            # Parse without a dtype first so null, strings and ragged lists are caught
+            # (numpy would quietly turn null into NaN), then cast.
+            raw = np.asarray(data)
+            if raw.dtype.kind not in ("b" if datatype == "BOOL" else "biuf"):
+                raise BadRequest(
+                    f"{where}.data must be "
+                    + ("true/false" if datatype == "BOOL" else f"numbers of datatype {datatype}")
+                )
+            if datatype == "BF16":
+                f32 = torch.from_numpy(raw.astype(np.float32).reshape(-1))
+                arr = f32.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+            else:
+                arr = raw.astype(NUMPY[datatype], copy=False)
     except BadRequest:
         raise
     except (ValueError, TypeError, OverflowError):

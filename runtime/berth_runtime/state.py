@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 
@@ -17,6 +20,33 @@ from berth_runtime.models.base import ServedModel
 from berth_runtime.settings import Settings
 
 log = logging.getLogger("berth.state")
+
+T = TypeVar("T")
+
+
+async def in_daemon_thread(fn: Callable[..., T], *args: object) -> T:
+    """Run ``fn`` on a daemon thread, so a SIGTERM during a long load need not wait for it."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if fut.done():
+            return
+        if error is not None:
+            fut.set_exception(error)
+        else:
+            fut.set_result(result)  # type: ignore[arg-type]
+
+    def target() -> None:
+        try:
+            result, error = fn(*args), None
+        except BaseException as exc:
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=target, name="berth-load", daemon=True).start()
+    return await fut
 
 
 class RuntimeState:
@@ -75,8 +105,8 @@ class RuntimeState:
         try:
             device = choose_device(s.device)
             configure_threads(s.threads, device)
-            model = await asyncio.to_thread(loader, s, device)
-            await asyncio.to_thread(model.warmup, s.max_batch_size)
+            model = await in_daemon_thread(loader, s, device)
+            await in_daemon_thread(model.warmup, s.max_batch_size)
         except Exception as exc:
             log.error("model %r failed to load: %s", s.name, exc)
             if self._on_fatal is not None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
+from httpfiles import serve_dir
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -107,7 +110,21 @@ def fleet(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     logs = tmp_path_factory.mktemp("logs")
     token_file = logs / "token"
     token_file.write_text(TOKEN + "\n")
-    servers = {
+    site = tmp_path_factory.mktemp("site")
+    with tarfile.open(site / "slow.tar.gz", "w:gz") as tar:
+        tar.add(model_dir / "slow", arcname="slow")
+    digest = hashlib.sha256((site / "slow.tar.gz").read_bytes()).hexdigest()
+    with serve_dir(site) as base:
+        servers = _start_fleet(model_dir, logs, token_file, f"{base}/slow.tar.gz#sha256={digest}")
+        try:
+            yield servers
+        finally:
+            for server in servers.values():
+                server.stop()
+
+
+def _start_fleet(model_dir: Path, logs: Path, token_file: Path, slow_uri: str) -> dict[str, Server]:
+    return {
         # TorchScript CNN: CNN, batching, malformed-request and schema tests.
         "ts": Server(
             ["--model-uri", str(model_dir / "ts"), "--format", "torchscript", "--name", "cnn",
@@ -127,18 +144,14 @@ def fleet(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
              "--name", "minilm", "--cache-dir", str(logs / "cache-embed"), "--max-batch-size", "8"],
             logs / "embed.log",
         ),
-        # safetensors + factory, 0.1 s per forward pass: requests pile up (SIGTERM test).
+        # safetensors + factory from an HTTP .tar.gz verified by digest; 0.1 s per forward
+        # pass so requests pile up (SIGTERM test).
         "slow": Server(
-            ["--model-uri", str(model_dir / "slow"), "--format", "safetensors", "--name", "slow",
+            ["--model-uri", slow_uri, "--format", "safetensors", "--name", "slow",
              "--max-batch-size", "4", "--cache-dir", str(logs / "cache-slow")],
             logs / "slow.log",
         ),
     }
-    try:
-        yield servers
-    finally:
-        for server in servers.values():
-            server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ import httpx
 import numpy as np
 import pytest
 import torch
-
 from conftest import Server
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,6 @@ import numpy as np
 import openai
 import pytest
 import tritonclient.http as triton
-
 from conftest import Server, minilm_dir
 
 pytestmark = pytest.mark.integration

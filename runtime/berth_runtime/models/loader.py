@@ -13,27 +13,10 @@ from berth_runtime.datatypes import TORCH_DTYPES
 from berth_runtime.errors import ModelLoadError
 from berth_runtime.manifest import read_manifest
 from berth_runtime.models.base import ServedModel
+from berth_runtime.safety import refuse_unsafe_environment
 from berth_runtime.settings import Settings
 
 log = logging.getLogger("berth.models")
-
-UNSAFE_ENV = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
-
-
-def refuse_unsafe_environment(environ: dict[str, str] | os._Environ[str]) -> None:
-    """Berth never unpickles; refuse to run where torch.load has been made to."""
-    if environ.get(UNSAFE_ENV):
-        raise ModelLoadError(
-            f"{UNSAFE_ENV} is set; Berth never unpickles model files and refuses to start. "
-            "Unset it."
-        )
-
-
-def safe_torch_load(path: Path) -> object:
-    """The only way Berth calls torch.load: weights only, never arbitrary pickles."""
-    refuse_unsafe_environment(os.environ)
-    return torch.load(str(path), map_location="cpu", weights_only=True)
-
 
 def load_model(settings: Settings, device: torch.device) -> ServedModel:
     """Fetch, unpack and load the model named by settings (does not warm it up)."""

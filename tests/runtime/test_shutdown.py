@@ -1,0 +1,47 @@
+"""SIGTERM with 50 requests in flight: readiness drops, all 50 finish, the process exits 0."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import time
+
+import httpx
+import numpy as np
+import pytest
+from conftest import Server
+
+pytestmark = pytest.mark.integration
+
+
+def inflight(text: str) -> float:
+    m = re.search(r'^berth_inflight_requests\{model="slow"\} (\S+)$', text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+async def test_sigterm_drains_inflight_requests(slow_server: Server) -> None:
+    xs = [np.full((1, 4), i, dtype=np.float32) for i in range(50)]
+    limits = httpx.Limits(max_connections=64)
+    async with httpx.AsyncClient(base_url=slow_server.url, timeout=60, limits=limits) as client:
+
+        async def one(x: np.ndarray) -> httpx.Response:
+            body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": x.ravel().tolist()}]}
+            return await client.post("/v2/models/slow/infer", json=body)
+
+        tasks = [asyncio.create_task(one(x)) for x in xs]
+        async with httpx.AsyncClient(base_url=slow_server.url, timeout=10) as probe:
+            deadline = time.monotonic() + 30
+            while inflight((await probe.get("/metrics")).text) < 50:
+                assert time.monotonic() < deadline, "requests never got in flight"
+                await asyncio.sleep(0.02)
+        slow_server.proc.send_signal(signal.SIGTERM)
+        responses = await asyncio.gather(*tasks)
+
+    assert [r.status_code for r in responses] == [200] * 50
+    for x, r in zip(xs, responses, strict=True):
+        np.testing.assert_allclose(r.json()["outputs"][0]["data"], (x * 2).ravel())
+    assert await asyncio.to_thread(slow_server.proc.wait, 30) == 0
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{slow_server.url}/v2/health/ready", timeout=2)
+    assert "draining" in slow_server.output()
