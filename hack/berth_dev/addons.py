@@ -6,6 +6,7 @@ kept), shows its progress, and fails naming itself and the log to read.
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -96,9 +97,9 @@ def pod_ip_prefix(root: Path, routed: bool) -> str:
     cluster beside the shared one); without the route, 127.0 / 127.N (pods work, but
     EndpointSlices reject loopback addresses).
     """
-    from .config import default_root
-
-    default = root.resolve() == default_root().resolve()
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    shared = Path(state) / "berth" / "dev"  # the default dev directory, whatever BERTH_DEV_DIR says
+    default = root.resolve() == shared.resolve()
     if routed:
         return "198.18" if default else "198.19"
     return "127.0" if default else f"127.{1 + zlib.crc32(str(root.resolve()).encode()) % 250}"
