@@ -315,10 +315,12 @@ class PodWorker:
         if not self.gone:
             with contextlib.suppress(Exception):
                 await self.publish()
-            await self.agent.delete_pod(self.ns, self.name)
+        # local resources first, then the object: once it is gone, nothing is left
         self.agent.ips.release(self.uid)
         self.agent.save()
         shutil.rmtree(self.dir, ignore_errors=True)
+        if not self.gone:
+            await self.agent.delete_pod(self.ns, self.name)
 
     async def prepare(self) -> dict[str, podrun.ProcessPlan] | None:
         """Pod IP, volumes, process plans; a refusal is reported and retried every 5 s."""
