@@ -7,6 +7,7 @@
    by KWOK, counted by the controller-manager, reported by the operator).
 3. the operator's peak RSS (VmHWM) and CPU seconds over the whole run.
 
+The benchmark renews a kubelet-style Lease for each of its fake nodes (see NodeLeases).
 The operator runs as a subprocess of this benchmark; the dev cluster is reused when
 it runs, else started and stopped. Results: bench/results/operator-<date>.json.
 """
@@ -74,6 +75,50 @@ class ProcStats:
                 self.peak_rss_kb = max(self.peak_rss_kb, int(line.split()[1]))
         ticks = os.sysconf("SC_CLK_TCK")
         self.cpu_s = (int(stat[11]) + int(stat[12])) / ticks
+
+
+class NodeLeases(threading.Thread):
+    """Renew a kubelet-style Lease for each fake node every 10 s.
+
+    The node lifecycle controller counts a renewed Lease as a heartbeat. Without it, the
+    fake nodes' status heartbeats alone (KWOK) can miss the node-monitor grace period on
+    a loaded 2-core machine; the controller then marks every pod on the node NotReady,
+    KWOK never marks them Ready again, and no model could turn Ready.
+    """
+
+    def __init__(self, client: Any, names: list[str], period: float = 10) -> None:
+        super().__init__(daemon=True)
+        from lightkube.generic_resource import create_namespaced_resource
+
+        self.client, self.names, self.period = client, names, period
+        self.res = create_namespaced_resource("coordination.k8s.io", "v1", "Lease", "leases")
+        self.stop = False
+        for name in names:
+            self.renew(name, create=True)
+
+    def renew(self, name: str, create: bool = False) -> None:
+        from lightkube.types import PatchType
+
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": name, "namespace": "kube-node-lease"},
+                "spec": {"holderIdentity": name, "leaseDurationSeconds": 40,
+                         "renewTime": now}}  # fmt: skip
+        try:
+            self.client.patch(self.res, name, body, namespace="kube-node-lease",
+                              patch_type=PatchType.APPLY, field_manager="berth-bench",
+                              force=True)  # fmt: skip
+        except Exception as exc:  # a missed renewal is retried next period
+            if create:
+                print(f"lease {name}: {exc}", file=sys.stderr)
+
+    def run(self) -> None:
+        while not self.stop:
+            time.sleep(self.period)
+            for name in self.names:
+                if self.stop:
+                    return
+                self.renew(name)
 
 
 class Watcher(threading.Thread):
@@ -179,6 +224,8 @@ def main(argv: list[str]) -> int:
     nodes = pool_manifests([NodePool(pool, count=args.nodes, gpus=8, product=H100,
                                      cpu="192", memory="2Ti")])  # fmt: skip
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(nodes))
+    leases = NodeLeases(client, [n["metadata"]["name"] for n in nodes])
+    leases.start()
     ns_lat, ns_scale = f"bench-op-lat-{run_id}", f"bench-op-scale-{run_id}"
     for ns in (ns_lat, ns_scale):
         cluster.kubectl("create", "namespace", ns)
@@ -313,8 +360,11 @@ def main(argv: list[str]) -> int:
         if not args.keep:
             for ns in (ns_lat, ns_scale):
                 cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+            leases.stop = True
             cluster.kubectl("delete", "nodes", "-l", f"berth.dev/pool={pool}", "--wait=false",
                             check=False)  # fmt: skip
+            cluster.kubectl("delete", "leases", "-n", "kube-node-lease", *leases.names,
+                            "--wait=false", check=False)  # fmt: skip
         if started and not args.keep:
             cluster.down(quiet=True)
 
