@@ -334,6 +334,7 @@ class PodWorker:
         self.dirty.set()
         while not self.deleting.is_set():
             try:
+                podrun.check_images(self.pod, self.agent.bin_dir)
                 cms, secs = podrun.referenced_objects(self.pod)
                 configmaps, secrets = await self.agent.fetch_refs(self.ns, cms, secs)
                 volumes = podrun.plan_volumes(

@@ -15,7 +15,8 @@ Volume mapping (``<root>`` is the dev cluster directory):
 - ``emptyDir`` -> ``<root>/agent/pods/<uid>/volumes/<name>`` (removed with the pod);
 - ``persistentVolumeClaim`` -> ``<root>/pvc/<namespace>/<claim>``, so a model copied
   there is what ``pvc://<claim>/<path>`` names inside the pod;
-- ``configMap`` / ``secret`` -> files written into the pod's volume directory.
+- ``configMap`` / ``secret`` / ``projected`` / ``downwardAPI`` -> files written into the
+  pod's volume directory (a projected service account token is an empty file).
 
 A container sees its mounts through a per-pod file tree ``<pod dir>/fs`` where each
 mountPath is a symbolic link to the local directory. Absolute paths in the env values,
@@ -157,6 +158,13 @@ def plan_volumes(
                     f'secret "{ref["secretName"]}" not found (volume {name!r})',
                 )
             out[name] = VolumePlan(name, local, _keyed_files(_decode_secret(sec), ref.get("items")))
+        elif "projected" in vol or "downwardAPI" in vol:
+            sources = (
+                vol["projected"].get("sources") or []
+                if "projected" in vol
+                else [{"downwardAPI": vol["downwardAPI"]}]
+            )
+            out[name] = VolumePlan(name, local, _projected(pod, name, sources, configmaps, secrets))
         else:
             kinds = sorted(k for k in vol if k != "name")
             raise Refused(
@@ -165,6 +173,49 @@ def plan_volumes(
                 "(supported: emptyDir, persistentVolumeClaim, configMap, secret)",
             )
     return out
+
+
+def _projected(
+    pod: Mapping[str, Any],
+    volume: str,
+    sources: list[dict[str, Any]],
+    configmaps: Mapping[str, Mapping[str, str]],
+    secrets: Mapping[str, Mapping[str, str]],
+) -> dict[str, bytes]:
+    """Files of a projected (or downwardAPI) volume. A service account token is an empty
+    file: the agent does not mint tokens, so pods that call the API do not run locally."""
+    files: dict[str, bytes] = {}
+    for src in sources:
+        if "configMap" in src or "secret" in src:
+            is_cm = "configMap" in src
+            ref = src["configMap" if is_cm else "secret"]
+            store = configmaps.get(ref["name"]) if is_cm else secrets.get(ref["name"])
+            if store is None:
+                if ref.get("optional"):
+                    continue
+                kind = "configmap" if is_cm else "secret"
+                raise Refused(
+                    "CreateContainerConfigError",
+                    f'{kind} "{ref["name"]}" not found (volume {volume!r})',
+                )
+            data = {k: v.encode() for k, v in store.items()} if is_cm else _decode_secret(store)
+            files.update(_keyed_files(data, ref.get("items")))
+        elif "downwardAPI" in src:
+            for item in src["downwardAPI"].get("items") or []:
+                if "fieldRef" in item:
+                    value = _field_ref(pod, item["fieldRef"]["fieldPath"], "", "")
+                    files[item["path"]] = value.encode()
+        elif "serviceAccountToken" in src:
+            files[src["serviceAccountToken"]["path"]] = b""
+    return files
+
+
+def check_images(pod: Mapping[str, Any], bin_dir: Path) -> None:
+    """Refuse the pod when any container's image is outside the mapping."""
+    for c in pod["spec"].get("containers") or []:
+        image = str(c.get("image", ""))
+        if not image_supported(image):
+            raise Refused("ErrImageNotSupported", refuse_image_message(image, bin_dir))
 
 
 def referenced_objects(pod: Mapping[str, Any]) -> tuple[set[str], set[str]]:
@@ -176,6 +227,11 @@ def referenced_objects(pod: Mapping[str, Any]) -> tuple[set[str], set[str]]:
             cms.add(vol["configMap"]["name"])
         if "secret" in vol:
             secs.add(vol["secret"]["secretName"])
+        for src in (vol.get("projected") or {}).get("sources") or []:
+            if "configMap" in src:
+                cms.add(src["configMap"]["name"])
+            if "secret" in src:
+                secs.add(src["secret"]["name"])
     for c in pod["spec"].get("containers") or []:
         for e in c.get("env") or []:
             src = e.get("valueFrom") or {}

@@ -221,3 +221,39 @@ def test_gpu_request() -> None:
     c = {"name": "c", "image": IMAGE, "resources": {"limits": {"nvidia.com/gpu": "2"}}}
     assert podrun.gpu_request(pod(c)) == 2
     assert podrun.gpu_request(pod({"name": "c", "image": IMAGE})) == 0
+
+
+def test_projected_service_account_volume() -> None:
+    """The volume the ServiceAccount admission adds to every pod that does not opt out."""
+    vol = {
+        "name": "kube-api-access",
+        "projected": {
+            "sources": [
+                {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+                {
+                    "configMap": {
+                        "name": "kube-root-ca.crt",
+                        "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                    }
+                },
+                {
+                    "downwardAPI": {
+                        "items": [
+                            {"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}
+                        ]
+                    }
+                },
+            ]
+        },
+    }
+    p = pod({"name": "c", "image": IMAGE}, [vol])
+    assert podrun.referenced_objects(p) == ({"kube-root-ca.crt"}, set())
+    out = podrun.plan_volumes(p, POD_DIR, PVC_ROOT, {"kube-root-ca.crt": {"ca.crt": "PEM"}}, {})
+    assert out["kube-api-access"].files == {"token": b"", "ca.crt": b"PEM", "namespace": b"ns"}
+
+
+def test_image_is_checked_before_volumes() -> None:
+    p = pod({"name": "c", "image": "nginx"}, [{"name": "h", "hostPath": {"path": "/"}}])
+    with pytest.raises(Refused) as err:
+        podrun.check_images(p, BIN)
+    assert err.value.reason == "ErrImageNotSupported"
