@@ -38,7 +38,8 @@ def nearest_concurrency(rows: list[Row], want: int) -> int | None:
 
 
 def ratios(rows: list[Row], ceilings: dict[str, float], models: list[str],
-           goal_c: int = 32, batch_c: int = 128) -> list[Row]:
+           goal_c: int = 32, batch_c: int = 128,
+           ceiling_cpu: dict[str, float] | None = None) -> list[Row]:
     """One line per model: Berth's best variant against the best peer at `goal_c`
     and against the in-process ceiling at `batch_c` (or the nearest measured level)."""
     out: list[Row] = []
@@ -63,6 +64,10 @@ def ratios(rows: list[Row], ceilings: dict[str, float], models: list[str],
             "ceiling_concurrency": c2,
             "ceiling_rps": ceilings.get(m),
             "berth_over_ceiling": _ratio(berth_c2 and berth_c2["rps"], ceilings.get(m)),
+            # CPU efficiency: the ceiling's CPU s per 1k items over Berth's CPU s per 1k
+            # requests; unlike req/s it does not depend on the CPU share a busy host gives.
+            "berth_cpu_efficiency": _ratio((ceiling_cpu or {}).get(m),
+                                           berth_c2 and berth_c2.get("server_cpu_s_per_1k")),
         }
         if m == "trivial":
             hello = _best(_ok(rows, server="uvicorn-hello", model=m, concurrency=c1))
@@ -130,7 +135,8 @@ def format_ratios(table: list[Row], goal_rows: list[Row]) -> str:
              f" -> Berth/best peer {_f(t['berth_over_best_peer'], 2)}"
              f" (JSON only {_f(t['berth_json_over_best_peer'], 2)});"
              f" Berth/in-process ceiling (c={t['ceiling_concurrency']}, ceiling "
-             f"{_f(t['ceiling_rps'])}/s) {_f(t['berth_over_ceiling'], 2)}")
+             f"{_f(t['ceiling_rps'])}/s) {_f(t['berth_over_ceiling'], 2)}"
+             f" (by CPU s per request {_f(t.get('berth_cpu_efficiency'), 2)})")
         if "berth_over_uvicorn" in t:
             s += (f"; Berth/bare uvicorn {_f(t['berth_over_uvicorn'], 2)} "
                   f"(uvicorn {_f(t['uvicorn_rps'])} req/s)")

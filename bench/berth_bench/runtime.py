@@ -356,7 +356,9 @@ def main(argv: list[str]) -> int:
 
     def write(done: bool) -> tuple[Path, list[Any], list[Any]]:
         ceil_rps = {k: v["best"] for k, v in ceilings.items() if "best" in v}
-        table = report.ratios(rows, ceil_rps, list(s.models))
+        ceil_cpu = {k: v["best_cpu_s_per_1k"] for k, v in ceilings.items()
+                    if "best_cpu_s_per_1k" in v}
+        table = report.ratios(rows, ceil_rps, list(s.models), ceiling_cpu=ceil_cpu)
         goal_rows = report.goals(table)
         doc = {
             "benchmark": "runtime", "date": date, "mode": "quick" if s.quick else "full",
