@@ -81,8 +81,19 @@ def usage_text(cluster: DevCluster) -> str:
 
 def cmd_up(args: argparse.Namespace) -> int:
     cluster = DevCluster(_config(args))
+    addons = Addons(
+        agent=not args.no_agent,
+        prometheus=not args.no_prometheus,
+        operator=not args.no_operator,
+        examples=not args.no_examples and not args.no_agent and not args.no_operator,
+    )
     if cluster.is_running():
         print(f"berth dev: a local cluster is already running in {cluster.paths.root}")
+        try:
+            cluster.start_addons(addons)  # the parts it lacks (a test may start only some)
+        except DevClusterError as err:
+            print(f"berth dev up: {err}", file=sys.stderr)
+            return 1
         print(usage_text(cluster))
         return 0
     bin_dir = build_binaries()
@@ -95,12 +106,6 @@ def cmd_up(args: argparse.Namespace) -> int:
                 "or unset KUBECONFIG."
             )
             return 0
-    addons = Addons(
-        agent=not args.no_agent,
-        prometheus=not args.no_prometheus,
-        operator=not args.no_operator,
-        examples=not args.no_examples and not args.no_agent and not args.no_operator,
-    )
     try:
         cluster.up(bin_dir, addons)
     except DevClusterError as err:
