@@ -39,6 +39,15 @@ def json_object(body: bytes) -> dict[str, Any]:
     return doc
 
 
+Reply = tuple[bytes, str, dict[str, str] | None]
+"""What a protocol handler returns: body, media type, extra headers."""
+
+
+def to_response(reply: Reply) -> Response:
+    body, media, headers = reply
+    return Response(body, media_type=media, headers=headers)
+
+
 def json_response(doc: Any, status: int = 200, *, numpy: bool = False) -> Response:
     opts = orjson.OPT_SERIALIZE_NUMPY if numpy else 0
     return Response(orjson.dumps(doc, option=opts), status_code=status, media_type=JSON)

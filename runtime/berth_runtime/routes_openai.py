@@ -13,11 +13,12 @@ import time
 from typing import Any
 
 import numpy as np
+import orjson
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from berth_runtime.body import json_object, json_response, read_body
+from berth_runtime.body import JSON, Reply, json_object, json_response, read_body, to_response
 from berth_runtime.errors import BadRequest, ModelNotFound
 from berth_runtime.openapi import EMBEDDINGS, json_body, responses
 from berth_runtime.state import RuntimeState
@@ -34,6 +35,42 @@ def _texts(doc: dict[str, Any]) -> list[str]:
             raise BadRequest(f"input may hold at most {MAX_INPUTS} strings, got {len(raw)}")
         return raw
     raise BadRequest("input must be a string or a non-empty list of strings (token arrays are not supported)")
+
+
+async def embeddings_reply(state: RuntimeState, body: bytes) -> Reply:
+    """POST /v1/embeddings, shared by the FastAPI route and the ASGI fast path."""
+    doc = json_object(body)
+    name = doc.get("model")
+    if not isinstance(name, str):
+        raise BadRequest("model must be a string naming the served model")
+    model, batcher = state.require(name)
+    if not model.embedding:
+        raise ModelNotFound(f"model {name!r} is not an embedding model")
+    texts = _texts(doc)
+    fmt = doc.get("encoding_format", "float")
+    if fmt not in ("float", "base64"):
+        raise BadRequest(f"encoding_format must be 'float' or 'base64', got {fmt!r}")
+    dims = doc.get("dimensions")
+    full = model.outputs[0].shape[1]
+    if dims is not None and (type(dims) is not int or not 0 < dims <= full):
+        raise BadRequest(f"dimensions must be an integer from 1 to {full}, got {dims!r}")
+    arr = np.array(texts, dtype=object)
+    (emb,) = await batcher.submit([arr], len(texts), ("BYTES", ()))
+    if dims is not None:
+        emb = emb[:, :dims]
+    data: list[dict[str, Any]] = []
+    for i, row in enumerate(emb):
+        value: Any = (
+            base64.b64encode(np.ascontiguousarray(row, dtype="<f4").tobytes()).decode()
+            if fmt == "base64" else np.ascontiguousarray(row)
+        )
+        data.append({"object": "embedding", "index": i, "embedding": value})
+    tokens = sum(len(t.split()) for t in texts)  # approximate: whitespace words
+    doc_out = {
+        "object": "list", "data": data, "model": name,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+    return orjson.dumps(doc_out, option=orjson.OPT_SERIALIZE_NUMPY), JSON, None
 
 
 def build_router(state: RuntimeState) -> APIRouter:
@@ -53,39 +90,6 @@ def build_router(state: RuntimeState) -> APIRouter:
         responses=responses(400, 401, 404, 413, 429, 503, 504),
     )
     async def embeddings(request: Request) -> Response:
-        doc = json_object(await read_body(request, limit))
-        name = doc.get("model")
-        if not isinstance(name, str):
-            raise BadRequest("model must be a string naming the served model")
-        model, batcher = state.require(name)
-        if not model.embedding:
-            raise ModelNotFound(f"model {name!r} is not an embedding model")
-        texts = _texts(doc)
-        fmt = doc.get("encoding_format", "float")
-        if fmt not in ("float", "base64"):
-            raise BadRequest(f"encoding_format must be 'float' or 'base64', got {fmt!r}")
-        dims = doc.get("dimensions")
-        full = model.outputs[0].shape[1]
-        if dims is not None and (type(dims) is not int or not 0 < dims <= full):
-            raise BadRequest(f"dimensions must be an integer from 1 to {full}, got {dims!r}")
-        arr = np.array(texts, dtype=object)
-        (emb,) = await batcher.submit([arr], len(texts), ("BYTES", ()))
-        if dims is not None:
-            emb = emb[:, :dims]
-        data: list[dict[str, Any]] = []
-        for i, row in enumerate(emb):
-            value: Any = (
-                base64.b64encode(np.ascontiguousarray(row, dtype="<f4").tobytes()).decode()
-                if fmt == "base64" else np.ascontiguousarray(row)
-            )
-            data.append({"object": "embedding", "index": i, "embedding": value})
-        tokens = sum(len(t.split()) for t in texts)
-        return json_response(
-            {
-                "object": "list", "data": data, "model": name,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-            },
-            numpy=True,
-        )
+        return to_response(await embeddings_reply(state, await read_body(request, limit)))
 
     return router

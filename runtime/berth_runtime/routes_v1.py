@@ -11,12 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import orjson
 import torch
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from berth_runtime.body import json_object, json_response, read_body
+from berth_runtime.body import JSON, Reply, json_object, json_response, read_body, to_response
 from berth_runtime.datatypes import NUMPY
 from berth_runtime.errors import BadRequest
 from berth_runtime.manifest import TensorSpec
@@ -71,6 +72,24 @@ def decode(doc: dict[str, Any], inputs: tuple[TensorSpec, ...], max_elements: in
     return arrays
 
 
+async def predict_reply(state: RuntimeState, name: str, body: bytes) -> Reply:
+    """POST /v1/models/{name}:predict, shared by the FastAPI route and the ASGI fast path."""
+    model, batcher = state.require(name)
+    doc = json_object(body)
+    arrays = decode(doc, model.inputs, state.max_elements)
+    rows = len(arrays[0])
+    key = tuple((s.datatype, a.shape[1:]) for s, a in zip(model.inputs, arrays, strict=True))
+    results = await batcher.submit(arrays, rows, key)
+    if len(results) == 1:
+        predictions: Any = _plain(results[0])
+    else:
+        names = [o.name for o in model.outputs]
+        predictions = [
+            {n: _plain(r[i]) for n, r in zip(names, results, strict=True)} for i in range(rows)
+        ]
+    return orjson.dumps({"predictions": predictions}, option=orjson.OPT_SERIALIZE_NUMPY), JSON, None
+
+
 def build_router(state: RuntimeState) -> APIRouter:
     router = APIRouter(tags=["v1"])
     limit = state.settings.max_body_bytes
@@ -90,20 +109,9 @@ def build_router(state: RuntimeState) -> APIRouter:
         responses=responses(400, 401, 404, 413, 429, 503, 504),
     )
     async def predict(request: Request) -> Response:
-        model, batcher = state.require(request.path_params["name"])
-        doc = json_object(await read_body(request, limit))
-        arrays = decode(doc, model.inputs, state.max_elements)
-        rows = len(arrays[0])
-        key = tuple((s.datatype, a.shape[1:]) for s, a in zip(model.inputs, arrays, strict=True))
-        results = await batcher.submit(arrays, rows, key)
-        if len(results) == 1:
-            predictions: Any = _plain(results[0])
-        else:
-            names = [o.name for o in model.outputs]
-            predictions = [
-                {n: _plain(r[i]) for n, r in zip(names, results, strict=True)} for i in range(rows)
-            ]
-        return json_response({"predictions": predictions}, numpy=True)
+        name = request.path_params["name"]
+        state.require(name)
+        return to_response(await predict_reply(state, name, await read_body(request, limit)))
 
     return router
 

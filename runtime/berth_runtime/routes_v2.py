@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from berth_runtime import __version__, codec_v2
-from berth_runtime.body import JSON, json_response, read_body
+from berth_runtime.body import JSON, Reply, json_response, read_body, to_response
 from berth_runtime.errors import NotReady
 from berth_runtime.openapi import V2_INFER, json_body, name_param, responses
 from berth_runtime.state import RuntimeState
@@ -19,6 +19,19 @@ OCTET = "application/octet-stream"
 def _aligned(arrays: list[np.ndarray]) -> list[np.ndarray]:
     """Binary inputs may start at any byte; copy the rare misaligned one for torch."""
     return [a if a.flags.aligned else a.copy() for a in arrays]
+
+
+async def infer_reply(
+    state: RuntimeState, name: str, body: bytes, header_length: str | None
+) -> Reply:
+    """POST /v2/models/{name}/infer, shared by the FastAPI route and the ASGI fast path."""
+    model, batcher = state.require(name)
+    req = codec_v2.decode(body, header_length, model.inputs, model.outputs, state.max_elements)
+    results = await batcher.submit(_aligned(req.arrays), req.rows, req.key)
+    content, header_len = codec_v2.encode(state.name, req, results, model.outputs)
+    if header_len is None:
+        return content, JSON, None
+    return content, OCTET, {"Inference-Header-Content-Length": str(header_len)}
 
 
 def build_router(state: RuntimeState) -> APIRouter:
@@ -64,19 +77,11 @@ def build_router(state: RuntimeState) -> APIRouter:
         responses=responses(400, 401, 404, 413, 429, 503, 504),
     )
     async def infer(request: Request) -> Response:
-        model, batcher = state.require(request.path_params["name"])
+        name = request.path_params["name"]
+        state.require(name)
         body = await read_body(request, limit)
-        req = codec_v2.decode(
-            body, request.headers.get(codec_v2.HEADER), model.inputs, model.outputs,
-            state.max_elements,
-        )
-        results = await batcher.submit(_aligned(req.arrays), req.rows, req.key)
-        content, header_len = codec_v2.encode(state.name, req, results, model.outputs)
-        if header_len is None:
-            return Response(content, media_type=JSON)
-        return Response(
-            content, media_type=OCTET,
-            headers={"Inference-Header-Content-Length": str(header_len)},
+        return to_response(
+            await infer_reply(state, name, body, request.headers.get(codec_v2.HEADER))
         )
 
     return router
