@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -748,11 +749,14 @@ class Agent:
                 record.gpus = self.allocate_gpus(podrun.gpu_request(pod))
             worker = PodWorker(self, pod, record)
             self.workers[uid] = worker
-            worker.task.add_done_callback(lambda _t, u=uid: self.workers.pop(u, None))
+            worker.task.add_done_callback(functools.partial(self._done, uid))
             worker.update(pod)
         for uid, worker in list(self.workers.items()):
             if uid not in pods and not worker.gone:
                 worker.vanish()
+
+    def _done(self, uid: str, _task: asyncio.Task[None]) -> None:
+        self.workers.pop(uid, None)
 
     def allocate_gpus(self, count: int) -> list[int]:
         if not self.real_gpus or count <= 0:

@@ -53,7 +53,7 @@ def write_cnn(dest: Path) -> Path:
         nn.Linear(32, 10),
     ).eval()
     target.mkdir(parents=True, exist_ok=True)
-    torch.jit.script(model).save(str(target / "model.pt.tmp"))
+    torch.jit.script(model).save(str(target / "model.pt.tmp"))  # type: ignore[no-untyped-call]
     (target / "model.pt.tmp").rename(target / "model.pt")
     manifest = {
         "inputs": [{"name": "input__0", "datatype": "FP32", "shape": [-1, 3, 32, 32]}],
