@@ -211,7 +211,13 @@ def _projected(
 
 
 def check_images(pod: Mapping[str, Any], bin_dir: Path) -> None:
-    """Refuse the pod when any container's image is outside the mapping."""
+    """Refuse the pod when any container's image is outside the mapping, or when it has
+    init containers (the runtime pods the operator renders have none)."""
+    if pod["spec"].get("initContainers"):
+        raise Refused(
+            "CreateContainerConfigError",
+            "init containers are not supported by the Berth dev node agent",
+        )
     for c in pod["spec"].get("containers") or []:
         image = str(c.get("image", ""))
         if not image_supported(image):

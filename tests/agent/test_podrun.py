@@ -257,3 +257,10 @@ def test_image_is_checked_before_volumes() -> None:
     with pytest.raises(Refused) as err:
         podrun.check_images(p, BIN)
     assert err.value.reason == "ErrImageNotSupported"
+
+
+def test_init_containers_are_refused() -> None:
+    p = pod({"name": "c", "image": IMAGE})
+    p["spec"]["initContainers"] = [{"name": "i", "image": IMAGE}]
+    with pytest.raises(Refused, match="init containers"):
+        podrun.check_images(p, BIN)
