@@ -59,35 +59,39 @@ async def cleanup(**_: Any) -> None:
 
 
 # --- indexes (in-memory views filled by watch streams) --------------------------
+# async on purpose: Kopf runs sync handlers in a thread pool, which costs a thread hop
+# per watch event (thousands at scale) and grows memory with per-thread malloc arenas.
 
 
 @kopf.index(G, V, P)
-def model_index(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
+async def model_index(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
     return {(str(namespace), name): plain_md(body)}
 
 
 @kopf.index("apps", "v1", "deployments", labels=MANAGED)
-def deployment_index(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
+async def deployment_index(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
     return {(str(namespace), name): plain_child(body)}
 
 
 @kopf.index("v1", "services", labels=MANAGED)
-def service_index(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
+async def service_index(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
     return {(str(namespace), name): plain_child(body)}
 
 
 @kopf.index("policy", "v1", "poddisruptionbudgets", labels=MANAGED)
-def poddisruptionbudget_index(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
+async def poddisruptionbudget_index(
+    body: kopf.Body, namespace: str | None, name: str, **_: Any
+) -> Any:
     return {(str(namespace), name): plain_child(body)}
 
 
 @kopf.index("monitoring.coreos.com", "v1", "podmonitors", labels=MANAGED)
-def podmonitor_index(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
+async def podmonitor_index(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
     return {(str(namespace), name): plain_child(body)}
 
 
 @kopf.index("v1", "pods", labels={builders.MODEL_LABEL: kopf.PRESENT})
-def pod_index(body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any) -> Any:
+async def pod_index(body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any) -> Any:
     return {(str(namespace), labels[builders.MODEL_LABEL]): status.observe_pod(body)}
 
 

@@ -179,3 +179,11 @@ def test_observe_pod_and_deployment() -> None:
                                    "reason": "ReplicaSetUpdated", "message": "m"}]},
     }  # fmt: skip
     assert status.observe_deployment(deployment) == DeploymentObs(4, 4, 3, 3, 2, 3, 2, False, "m")
+
+
+def test_first_status_is_not_a_change_unless_degraded() -> None:
+    # A new model: its children's "Created" Events say enough; only trouble is news.
+    fine = status.compute(md(), None, [], S, now=T0)
+    assert status.condition_changes(None, fine) == []
+    stuck = status.compute(md(), dep(ready=0), [unsched], S, now=T0)
+    assert [c["type"] for c in status.condition_changes({}, stuck)] == ["Degraded"]
