@@ -358,8 +358,10 @@ def main(argv: list[str]) -> int:
         except subprocess.TimeoutExpired:
             op.kill()
         if not args.keep:
-            for ns in (ns_lat, ns_scale):
-                cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+            # Namespaces first, while the nodes (KWOK) can still finish their pods.
+            print("cleaning up ...", flush=True)
+            cluster.kubectl("delete", "namespace", ns_lat, ns_scale, "--timeout=300s",
+                            check=False)  # fmt: skip
             leases.stop = True
             cluster.kubectl("delete", "nodes", "-l", f"berth.dev/pool={pool}", "--wait=false",
                             check=False)  # fmt: skip
