@@ -13,17 +13,22 @@ Names (all prefixed ``berth_``):
 - ``berth_gpu_utilization_ratio{gpu}``, ``berth_gpu_memory_used_bytes{gpu}``,
   ``berth_gpu_memory_total_bytes{gpu}``: from NVML when a GPU and ``pynvml`` exist
   (memory falls back to torch's allocator view without NVML).
+
+Every update happens on the event-loop thread (the device worker never touches metrics),
+and so does the scrape, so the request-path metrics are plain Python numbers exposed by a
+prometheus-client collector at scrape time: no lock per update, which matters at tens of
+thousands of requests per second.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from dataclasses import dataclass
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
@@ -36,79 +41,119 @@ WAIT_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
-@dataclass
+class Hist:
+    """A histogram cell: per-bucket counts (non-cumulative) plus sum."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        out, running = [], 0
+        for bound, n in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += n
+            out.append(("+Inf" if bound == float("inf") else repr(float(bound)), float(running)))
+        return out
+
+
+class Gauge:
+    """A gauge cell."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+    def dec(self, amount: float = 1.0) -> None:
+        self.value -= amount
+
+    def set(self, value: float) -> None:
+        self.value = value
+
+
 class ModelMetrics:
-    """Children already bound to the model label, so hot paths skip label lookups."""
+    """The per-model cells the batcher and middleware update."""
 
-    queue_wait: Any
-    batch_size: Any
-    inflight: Any
-    queue_depth: Any
-    load_seconds: Any
-    ready: Any
+    def __init__(self) -> None:
+        self.queue_wait = Hist(WAIT_BUCKETS)
+        self.batch_size = Hist(BATCH_BUCKETS)
+        self.inflight = Gauge()
+        self.queue_depth = Gauge()
+        self.load_seconds = Gauge()
+        self.ready = Gauge()
 
 
-class Metrics:
-    """All runtime metrics in one private registry."""
+class Metrics(Collector):
+    """All runtime metrics, exposed through a private prometheus-client registry."""
 
     def __init__(self, model: str) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
         self.model = model
-        self.requests = Counter(
-            "berth_requests", "Requests answered, by model, protocol and HTTP status code.",
-            ["model", "protocol", "code"], registry=r,
-        )
-        self.duration = Histogram(
-            "berth_request_duration_seconds", "Time from request arrival to response, seconds.",
-            ["model", "protocol"], buckets=LATENCY_BUCKETS, registry=r,
-        )
-        queue_wait = Histogram(
-            "berth_queue_wait_seconds", "Time a request waited for the device, seconds.",
-            ["model"], buckets=WAIT_BUCKETS, registry=r,
-        )
-        batch_size = Histogram(
-            "berth_batch_size", "Rows per forward pass.", ["model"], buckets=BATCH_BUCKETS,
-            registry=r,
-        )
-        inflight = Gauge(
-            "berth_inflight_requests", "Inference requests being served now.", ["model"],
-            registry=r,
-        )
-        depth = Gauge(
-            "berth_queue_depth", "Requests waiting for the device.", ["model"], registry=r
-        )
-        load = Gauge(
-            "berth_model_load_seconds", "Seconds spent fetching, loading and warming the model.",
-            ["model"], registry=r,
-        )
-        ready = Gauge(
-            "berth_model_ready", "1 when the model is loaded and warmed up.", ["model"],
-            registry=r,
-        )
-        self.model_metrics = ModelMetrics(
-            queue_wait=queue_wait.labels(model),
-            batch_size=batch_size.labels(model),
-            inflight=inflight.labels(model),
-            queue_depth=depth.labels(model),
-            load_seconds=load.labels(model),
-            ready=ready.labels(model),
-        )
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        r.register(GpuCollector())
+        self.model_metrics = ModelMetrics()
+        self._requests: dict[tuple[str, str, int], list[int]] = {}
+        self._durations: dict[tuple[str, str], Hist] = {}
+        self._cells: dict[tuple[str, str, int], tuple[list[int], Hist]] = {}
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+        self.registry.register(GpuCollector())
 
     def observe(self, model: str, protocol: str, code: int, seconds: float) -> None:
-        """Count one answered request and its latency (children cached per label set)."""
+        """Count one answered request and its latency."""
         key = (model, protocol, code)
-        pair = self._children.get(key)
-        if pair is None:
-            pair = (
-                self.requests.labels(model, protocol, str(code)),
-                self.duration.labels(model, protocol),
-            )
-            self._children[key] = pair
-        pair[0].inc()
-        pair[1].observe(seconds)
+        cells = self._cells.get(key)
+        if cells is None:
+            count = self._requests.setdefault(key, [0])
+            hist = self._durations.setdefault((model, protocol), Hist(LATENCY_BUCKETS))
+            cells = self._cells[key] = (count, hist)
+        cells[0][0] += 1
+        cells[1].observe(seconds)
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        requests = CounterMetricFamily(
+            "berth_requests", "Requests answered, by model, protocol and HTTP status code.",
+            labels=["model", "protocol", "code"],
+        )
+        for (model, protocol, code), cell in list(self._requests.items()):
+            requests.add_metric([model, protocol, str(code)], cell[0])
+        yield requests
+        duration = HistogramMetricFamily(
+            "berth_request_duration_seconds", "Time from request arrival to response, seconds.",
+            labels=["model", "protocol"],
+        )
+        for (model, protocol), hist in list(self._durations.items()):
+            duration.add_metric([model, protocol], hist.buckets(), hist.total)
+        yield duration
+        m, name = self.model_metrics, [self.model]
+        for metric, help_text, hist in (
+            ("berth_queue_wait_seconds", "Time a request waited for the device, seconds.",
+             m.queue_wait),
+            ("berth_batch_size", "Rows per forward pass.", m.batch_size),
+        ):
+            family = HistogramMetricFamily(metric, help_text, labels=["model"])
+            family.add_metric(name, hist.buckets(), hist.total)
+            yield family
+        for metric, help_text, gauge in (
+            ("berth_inflight_requests", "Inference requests being served now.", m.inflight),
+            ("berth_queue_depth", "Requests waiting for the device.", m.queue_depth),
+            ("berth_model_load_seconds", "Seconds spent fetching, loading and warming the model.",
+             m.load_seconds),
+            ("berth_model_ready", "1 when the model is loaded and warmed up.", m.ready),
+        ):
+            gauge_family = GaugeMetricFamily(metric, help_text, labels=["model"])
+            gauge_family.add_metric(name, gauge.value)
+            yield gauge_family
 
 
 class GpuCollector(Collector):
