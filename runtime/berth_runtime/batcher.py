@@ -72,6 +72,7 @@ class Batcher:
         self.max_queue = max_queue
         self.timeout_s = timeout_ms / 1000.0
         self.pending: deque[Work] = deque()
+        self._rows = 0  # rows in self.pending (expired ones included until popped)
         self._jobs: queue.SimpleQueue[list[Work] | None] = queue.SimpleQueue()
         self._arrived = asyncio.Event()
         self._idle = asyncio.Event()
@@ -114,6 +115,7 @@ class Batcher:
         assert loop is not None
         fut: asyncio.Future[Outputs] = loop.create_future()
         self.pending.append(Work(inputs, rows, key, fut))
+        self._rows += rows
         self.metrics.queue_depth.inc()
         self._arrived.set()
         timer = loop.call_later(self.timeout_s, _expire, fut, self.timeout_s)
@@ -131,7 +133,7 @@ class Batcher:
             # Let requests that are already on their way join, bounded by max_delay.
             if self.max_delay_s > 0:
                 deadline = self.pending[0].enqueued + self.max_delay_s if self.pending else 0.0
-                while self.pending and self._rows_waiting() < self.max_rows:
+                while self.pending and self._rows < self.max_rows:
                     self._arrived.clear()
                     await asyncio.sleep(0)
                     if not self._arrived.is_set() or time.perf_counter() >= deadline:
@@ -141,33 +143,34 @@ class Batcher:
                 self._idle.clear()
                 self._jobs.put(batch)
 
-    def _rows_waiting(self) -> int:
-        return sum(w.rows for w in self.pending)
-
     def _take(self) -> list[Work]:
         """Pop the oldest live request and every compatible one that fits, FIFO."""
         pending = self.pending
         depth = self.metrics.queue_depth
         while pending and pending[0].future.done():  # expired while waiting
-            pending.popleft()
+            self._rows -= pending.popleft().rows
             depth.dec()
         if not pending:
             return []
         first = pending.popleft()
+        self._rows -= first.rows
         depth.dec()
         batch, rows = [first], first.rows
         if self.model.fixed_batch is None and rows < self.max_rows:
             keep: deque[Work] = deque()
-            while pending:
+            while pending and rows < self.max_rows:
                 w = pending.popleft()
                 if w.future.done():
+                    self._rows -= w.rows
                     depth.dec()
                 elif w.key == first.key and rows + w.rows <= self.max_rows:
                     batch.append(w)
                     rows += w.rows
+                    self._rows -= w.rows
                     depth.dec()
                 else:
                     keep.append(w)
+            keep.extend(pending)
             self.pending = keep
         now = time.perf_counter()
         wait = self.metrics.queue_wait

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import Server
 
 pytestmark = pytest.mark.integration
@@ -21,7 +20,7 @@ ST = Path(sys.executable).parent / "schemathesis"
 def test_no_server_errors(ts_server: Server, tmp_path: Path) -> None:
     proc = subprocess.run(
         [str(ST), "run", f"{ts_server.url}/openapi.json", "--checks", "not_a_server_error",
-         "--max-examples", "30", "--seed", "1", "--no-color", "--request-timeout", "30",
+         "--max-examples", "15", "--seed", "1", "--no-color", "--request-timeout", "30",
          "--report-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=240, cwd=tmp_path,
     )
