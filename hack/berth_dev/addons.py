@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import subprocess
 import sys
 import time
 import zlib
@@ -59,63 +57,27 @@ def _set_url(dev: DevCluster, name: str, url: str) -> dict[str, Any]:
     return state
 
 
-POD_ROUTE = "198.18.0.0/15"  # RFC 2544 benchmarking range, made local like 127.0.0.0/8
-
-
-def ensure_pod_route() -> bool:
-    """Make POD_ROUTE a local range (`ip route replace local ... dev lo`); needs root.
-
-    Pod IPs must not be loopback: the API server rejects 127.0.0.0/8 in EndpointSlices.
-    A `local` route makes every address of the range bindable and reachable on this
-    machine, exactly like 127.0.0.0/8. The route stays after `berth dev down` (it is
-    harmless); `ip route del local 198.18.0.0/15 dev lo table local` removes it.
-    """
-    ip = shutil.which("ip")
-    if ip is None:
-        return False
-    shown = subprocess.run(
-        [ip, "route", "show", "table", "local", POD_ROUTE],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if shown.returncode == 0 and shown.stdout.strip():
-        return True
-    added = subprocess.run(
-        [ip, "route", "replace", "local", POD_ROUTE, "dev", "lo", "table", "local"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return added.returncode == 0
-
-
-def pod_ip_prefix(root: Path, routed: bool) -> str:
+def pod_ip_prefix(root: Path) -> str:
     """The first two octets of the pod IPs of the dev cluster in `root`.
 
-    198.18 for the default dev directory, 198.19 for any other (a test's private
-    cluster beside the shared one); without the route, 127.0 / 127.N (pods work, but
-    EndpointSlices reject loopback addresses).
+    Pods get loopback addresses, 127.0.x.y for the default dev directory and 127.N.x.y
+    for any other (a test's private cluster beside the shared one), so every pod is a
+    distinct target for Prometheus and no traffic ever leaves the machine. The API
+    server refuses loopback addresses in EndpointSlices, so Services of local pods have
+    no endpoints; clients (and Prometheus) address pods by their pod IP.
     """
     state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     shared = Path(state) / "berth" / "dev"  # the default dev directory, whatever BERTH_DEV_DIR says
-    default = root.resolve() == shared.resolve()
-    if routed:
-        return "198.18" if default else "198.19"
-    return "127.0" if default else f"127.{1 + zlib.crc32(str(root.resolve()).encode()) % 250}"
+    if root.resolve() == shared.resolve():
+        return "127.0"
+    return f"127.{1 + zlib.crc32(str(root.resolve()).encode()) % 250}"
 
 
 def start_agent(dev: DevCluster) -> None:
     from .cluster import free_port, http_ok, read_state
 
     if not _component_running(dev, "berth-agent"):
-        routed = ensure_pod_route()
-        prefix = pod_ip_prefix(dev.paths.root, routed)
-        if not routed:
-            dev._step(
-                f"warning: cannot add the local route {POD_ROUTE} (needs root); pod IPs fall "
-                f"back to {prefix}.x.y, which EndpointSlices reject"
-            )
+        prefix = pod_ip_prefix(dev.paths.root)
         port = free_port()
         state = _set_url(dev, "berth-agent", f"http://127.0.0.1:{port}/healthz")
         dev._step(

@@ -3,10 +3,10 @@
 It registers one Node (default `local-0`, see `AgentSettings`), renews its Lease in
 kube-node-lease, and for every pod bound to it:
 
-- gives the pod its own local address (status.podIP): 198.18.x.y, a range `berth dev
-  up` routes to the loopback interface (EndpointSlices reject 127.0.0.0/8), else
-  127.0.x.y; persisted so a restarted agent keeps it; the runtime binds it
-  (BERTH_HOST), so EndpointSlices and Prometheus see one distinct target per pod;
+- gives the pod its own loopback address (status.podIP, 127.0.x.y), persisted so a
+  restarted agent keeps it; the runtime binds it (BERTH_HOST), so Prometheus sees one
+  distinct target per pod (the API server keeps loopback addresses out of
+  EndpointSlices, so clients address local pods by pod IP);
 - runs each container as a local process per `podrun` (image mapping, env, volumes);
 - runs startup, readiness and liveness probes, reports conditions, container states,
   restart counts and exit reasons; a crashing process restarts with the kubelet's
@@ -184,9 +184,9 @@ def node_status(s: AgentSettings, gpus: int, since: str) -> dict[str, Any]:
 class IpPool:
     """Pod IPs <prefix>.x.y (x 2..254, y 1..254): one per pod, kept across restarts.
 
-    The prefix names a range that is local to this machine: 198.18 (made local by
-    `addons.ensure_pod_route`), or 127.0 without it. A second dev cluster on the same
-    machine uses another prefix; an address whose ports are taken is skipped.
+    The prefix is a loopback range: 127.0 for the default dev cluster; a second dev
+    cluster on the same machine uses another 127.N; an address whose ports are taken
+    is skipped.
     """
 
     def __init__(self, taken: dict[str, str], prefix: str = "127.0") -> None:

@@ -112,6 +112,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"berth dev up: {err}", file=sys.stderr)
         cluster.down(quiet=True)
         return 1
+    except BaseException:
+        cluster.down(quiet=True)  # never leave half a cluster running
+        raise
     print(usage_text(cluster))
     return 0
 

@@ -8,6 +8,7 @@ All listeners are on 127.0.0.1. `down` stops them in reverse order and waits.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import signal
@@ -420,7 +421,9 @@ class DevCluster:
             ("kube-scheduler", sched, ports["scheduler"]),
         ):
             url = f"https://127.0.0.1:{port}/healthz"
-            self._wait(name, lambda u=url: http_ok(u, insecure), proc, str(self.paths.log(name)))
+            self._wait(
+                name, functools.partial(http_ok, url, insecure), proc, str(self.paths.log(name))
+            )
         self._wait(
             "kwok",
             lambda: http_ok(f"http://127.0.0.1:{ports['kwok']}/healthz"),
@@ -500,9 +503,13 @@ class DevCluster:
         state = read_state(self.paths)
         comps = state.get("components", {})
         out: dict[str, Any] = {"root": str(self.paths.root), "components": {}}
+        ports = state.get("ports", {})
         urls = {
             "kube-apiserver": state.get("server"),
-            "etcd": f"http://127.0.0.1:{state.get('ports', {}).get('etcd')}",
+            "etcd": f"http://127.0.0.1:{ports.get('etcd')}",
+            "kube-controller-manager": f"https://127.0.0.1:{ports.get('controllerManager')}/healthz",
+            "kube-scheduler": f"https://127.0.0.1:{ports.get('scheduler')}/healthz",
+            "kwok": f"http://127.0.0.1:{ports.get('kwok')}/healthz",
         }
         urls.update(state.get("urls", {}))
         for name, info in comps.items():

@@ -143,8 +143,8 @@ def embedding(stack: Any, kube: Any) -> Any:
 def test_pod_runs_on_the_agent_node_with_its_own_ip(embedding: dict[str, Any]) -> None:
     pod = embedding["pod"]
     assert pod.spec.nodeName == "local-0"
-    # 198.18/15 is routed to lo by `berth dev up` (127/8 when it may not add the route)
-    assert pod.status.podIP.startswith(("198.18.", "198.19.", "127."))
+    # each pod gets its own loopback address
+    assert pod.status.podIP.startswith("127.")
     assert pod.status.podIP != "127.0.0.1"
     assert pod.status.podIPs[0].ip == pod.status.podIP
     conds = {c.type: c.status for c in pod.status.conditions}
@@ -249,20 +249,6 @@ def test_killed_process_restarts_and_turns_ready(embedding: dict[str, Any], kube
     assert last.exitCode == 137 or "adopted" in (last.message or ""), last
     assert pid_of(pod) != pid
     embedding["pod"] = pod
-
-
-def test_endpointslice_lists_the_pod_ip(embedding: dict[str, Any], kube: Any) -> None:
-    from lightkube.resources.discovery_v1 import EndpointSlice
-
-    ns, ip = embedding["ns"], embedding["pod"].status.podIP
-
-    def addresses() -> set[str]:
-        slices = kube.list(
-            EndpointSlice, namespace=ns, labels={"kubernetes.io/service-name": MODEL}
-        )
-        return {a for s in slices for e in s.endpoints or [] for a in e.addresses}
-
-    wait_for(f"the Service's EndpointSlice to list {ip}", lambda: ip in addresses(), timeout=30)
 
 
 def test_unsupported_image_is_refused_with_a_reason(embedding: dict[str, Any], kube: Any) -> None:
