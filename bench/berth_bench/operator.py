@@ -349,6 +349,7 @@ def main(argv: list[str]) -> int:
             },
             "goals": GOALS,
         }
+        _report(result, stats, args.out)
     finally:
         sampling = False
         stats.sample()
@@ -360,8 +361,13 @@ def main(argv: list[str]) -> int:
         if not args.keep:
             # Namespaces first, while the nodes (KWOK) can still finish their pods.
             print("cleaning up ...", flush=True)
-            cluster.kubectl("delete", "namespace", ns_lat, ns_scale, "--timeout=300s",
-                            check=False)  # fmt: skip
+            cluster.kubectl("delete", "namespace", ns_lat, ns_scale, "--wait=false", check=False)
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                left = cluster.kubectl("get", "namespace", ns_lat, ns_scale, check=False)
+                if left.returncode != 0 and "NotFound" in left.stderr and ns_lat not in left.stdout:
+                    break
+                time.sleep(2)
             leases.stop = True
             cluster.kubectl("delete", "nodes", "-l", f"berth.dev/pool={pool}", "--wait=false",
                             check=False)  # fmt: skip
@@ -370,21 +376,21 @@ def main(argv: list[str]) -> int:
         if started and not args.keep:
             cluster.down(quiet=True)
 
-    if result:
-        result["operator"]["peak_rss_mb"] = round(stats.peak_rss_kb / 1024, 1)
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = args.out / f"operator-{stamp}.json"
-        path.write_text(json.dumps(result, indent=2) + "\n")
-        lat, sc, opr = result["latency"], result["scale"], result["operator"]
-        print(f"apply->Deployment latency: p50 {lat['p50_s']:.3f} s  p95 {lat['p95_s']:.3f} s "
-              f"(goal p50 <= {GOALS['latency_p50_s']} s)")  # fmt: skip
-        print(f"{sc['models']} models on {sc['nodes']} nodes: all Deployments "
-              f"{sc['all_deployments_s']} s, all Ready {sc['all_ready_s']} s "
-              f"(goal <= {GOALS['scale_all_ready_s']:.0f} s)")  # fmt: skip
-        print(
-            f"  pods: all bound {sc['all_pods_bound_s']} s, all Running {sc['all_pods_running_s']} s"
-        )
-        print(f"operator peak RSS {opr['peak_rss_mb']} MB (goal <= "
-              f"{GOALS['operator_peak_rss_mb']:.0f} MB), CPU {opr['cpu_s_total']} s")  # fmt: skip
-        print(f"wrote {path}")
     return 0
+
+
+def _report(result: dict[str, Any], stats: ProcStats, out: Path) -> None:
+    result["operator"]["peak_rss_mb"] = round(stats.peak_rss_kb / 1024, 1)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = out / f"operator-{stamp}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    lat, sc, opr = result["latency"], result["scale"], result["operator"]
+    print(f"apply->Deployment latency: p50 {lat['p50_s']:.3f} s  p95 {lat['p95_s']:.3f} s "
+          f"(goal p50 <= {GOALS['latency_p50_s']} s)")  # fmt: skip
+    print(f"{sc['models']} models on {sc['nodes']} nodes: all Deployments "
+          f"{sc['all_deployments_s']} s, all Ready {sc['all_ready_s']} s "
+          f"(goal <= {GOALS['scale_all_ready_s']:.0f} s)")  # fmt: skip
+    print(f"  pods: all bound {sc['all_pods_bound_s']} s, all Running {sc['all_pods_running_s']} s")
+    print(f"operator peak RSS {opr['peak_rss_mb']} MB (goal <= "
+          f"{GOALS['operator_peak_rss_mb']:.0f} MB), CPU {opr['cpu_s_total']} s")  # fmt: skip
+    print(f"wrote {path}")
