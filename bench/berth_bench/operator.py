@@ -22,6 +22,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -248,7 +249,8 @@ def main(argv: list[str]) -> int:
                     raise
             time.sleep(0.5 * 2**attempt)
 
-    log_path = args.out / f"operator-{run_id}.log"
+    # The operator's own log stays out of bench/results (it is large and not a result).
+    log_path = Path(tempfile.gettempdir()) / f"berth-bench-operator-{run_id}.log"
     args.out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
     berth = Path(sys.executable).with_name("berth")
