@@ -111,7 +111,13 @@ def error_body(protocol: str, err: BerthError) -> dict[str, object]:
 
 
 def protocol_of(path: str) -> str:
-    """Which protocol a path belongs to: v2, v1 (KServe), openai, metrics or other."""
+    """Which protocol a path belongs to: health, v2, v1 (KServe), openai, metrics or other.
+
+    Probes get their own label so request rates (and autoscaling on them) count traffic,
+    not the kubelet.
+    """
+    if path.startswith("/v2/health/"):
+        return "health"
     if path.startswith("/v2"):
         return "v2"
     if path.startswith("/v1/models/"):
