@@ -81,8 +81,11 @@ def create_app(
             await state.close()
 
     app = FastAPI(
-        title="Berth runtime", version=__version__, lifespan=lifespan,
-        docs_url=None, redoc_url=None,
+        title="Berth runtime",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.berth = state
     _install_error_handlers(app)

@@ -1,13 +1,14 @@
 """Dynamic batching: an asyncio-side gatherer feeding one device-owning worker thread.
 
-Requests are queued on the event loop. A batch is dispatched when the worker is free and
+Requests are queued on the event loop. A batch is dispatched when the worker has room and
 either ``max_batch_size`` rows are waiting, or no new request arrived during the last loop
 turn, or the oldest request has waited ``max_delay_ms``. So an idle server adds no delay,
 and a busy one gathers everything that arrived while the device was working, which is
 what fills batches under load. Only requests whose inputs agree on datatype and every
 dimension but the first share a batch.
 
-The worker thread concatenates, runs ``model.predict`` and hands the outputs back with
+Two batches may be in flight (one running, one queued behind it) so the worker never waits
+for the event loop between batches. The worker thread concatenates, runs ``model.predict`` and hands the outputs back with
 one ``loop.call_soon_threadsafe`` per batch; each request's future gets row slices (views,
 no copies). If a batch of several requests fails, each request is retried alone so one bad
 request cannot fail its neighbours.
@@ -34,6 +35,7 @@ from berth_runtime.models.base import ServedModel
 log = logging.getLogger("berth.batcher")
 
 Outputs = list[np.ndarray]
+PIPELINE = 2  # batches handed to the worker at once: one running, one ready behind it
 
 
 @dataclass(slots=True)
@@ -49,7 +51,9 @@ class Work:
 
 def _expire(fut: asyncio.Future[Outputs], timeout_s: float) -> None:
     if not fut.done():
-        fut.set_exception(DeadlineExceeded(f"request did not finish within {timeout_s * 1000:.0f} ms"))
+        fut.set_exception(
+            DeadlineExceeded(f"request did not finish within {timeout_s * 1000:.0f} ms")
+        )
 
 
 class Batcher:
@@ -75,8 +79,11 @@ class Batcher:
         self._rows = 0  # rows in self.pending (expired ones included until popped)
         self._jobs: queue.SimpleQueue[list[Work] | None] = queue.SimpleQueue()
         self._arrived = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
+        # Up to PIPELINE batches are handed to the worker at once, so that when one batch
+        # finishes the next is already waiting on the worker's queue: the device never
+        # idles for an event-loop round trip (which a busy loop or the GIL can stretch).
+        self._slots = asyncio.Semaphore(PIPELINE)
+        self._inflight = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._thread: threading.Thread | None = None
@@ -95,7 +102,7 @@ class Batcher:
     async def stop(self) -> None:
         """Stop after everything queued has been answered."""
         self._closed = True
-        while self.pending or not self._idle.is_set():
+        while self.pending or self._inflight:
             await asyncio.sleep(0.01)
         if self._task is not None:
             self._task.cancel()
@@ -129,7 +136,7 @@ class Batcher:
             if not self.pending:
                 self._arrived.clear()
                 await self._arrived.wait()
-            await self._idle.wait()
+            await self._slots.acquire()
             # Let requests that are already on their way join, bounded by max_delay.
             if self.max_delay_s > 0:
                 deadline = self.pending[0].enqueued + self.max_delay_s if self.pending else 0.0
@@ -140,8 +147,10 @@ class Batcher:
                         break
             batch = self._take()
             if batch:
-                self._idle.clear()
+                self._inflight += 1
                 self._jobs.put(batch)
+            else:
+                self._slots.release()
 
     def _take(self) -> list[Work]:
         """Pop the oldest live request and every compatible one that fits, FIFO."""
@@ -180,7 +189,9 @@ class Batcher:
         self.batches += 1
         return batch
 
-    def _complete(self, batch: list[Work], outputs: Outputs | None, error: BaseException | None) -> None:
+    def _complete(
+        self, batch: list[Work], outputs: Outputs | None, error: BaseException | None
+    ) -> None:
         """Runs on the loop: split outputs back to each request and free the worker."""
         start = 0
         for w in batch:
@@ -192,7 +203,12 @@ class Batcher:
                     assert outputs is not None
                     w.future.set_result([o[start:end] for o in outputs])
             start = end
-        self._idle.set()
+        self._release()
+
+    def _release(self) -> None:
+        """Runs on the loop: a batch is done, the worker can take another."""
+        self._inflight -= 1
+        self._slots.release()
 
     # --- worker thread ---------------------------------------------------------------
 
@@ -239,7 +255,7 @@ class Batcher:
                     err = InternalError("model failed on this request")
                     log.exception("inference failed (error id %s)", err.error_id)
                     loop.call_soon_threadsafe(self._complete_one, w, None, err)
-            loop.call_soon_threadsafe(self._idle.set)
+            loop.call_soon_threadsafe(self._release)
 
     def _complete_one(self, w: Work, outputs: Outputs | None, error: BaseException | None) -> None:
         if w.future.done():

@@ -45,7 +45,9 @@ def _loads(raw: bytes | memoryview) -> Any:
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
 
 
-def _shape(raw: Any, where: str, spec: TensorSpec, max_elements: int) -> tuple[tuple[int, ...], int]:
+def _shape(
+    raw: Any, where: str, spec: TensorSpec, max_elements: int
+) -> tuple[tuple[int, ...], int]:
     if not isinstance(raw, list) or not all(type(d) is int for d in raw):
         raise BadRequest(f"{where}.shape must be a list of integers")
     if len(raw) != len(spec.shape):
@@ -61,7 +63,9 @@ def _shape(raw: Any, where: str, spec: TensorSpec, max_elements: int) -> tuple[t
         raise BadRequest(f"{where}.shape[0] (batch) must be at least 1")
     n = math.prod(raw)
     if n > max_elements:
-        raise BadRequest(f"{where}.shape declares {n} elements; at most {max_elements} fit the body limit")
+        raise BadRequest(
+            f"{where}.shape declares {n} elements; at most {max_elements} fit the body limit"
+        )
     return tuple(raw), n
 
 
@@ -161,7 +165,9 @@ def decode(
         elif name in by_name:
             idx = by_name[name]
         else:
-            raise BadRequest(f"{where}.name {name!r} is not an input; expected one of {list(by_name)}")
+            raise BadRequest(
+                f"{where}.name {name!r} is not an input; expected one of {list(by_name)}"
+            )
         if arrays[idx] is not None:
             raise BadRequest(f"{where}.name {name!r} appears twice")
         spec = inputs[idx]
@@ -173,7 +179,9 @@ def decode(
         size = params.get("binary_data_size") if isinstance(params, dict) else None
         if size is not None:
             if type(size) is not int or size < 0:
-                raise BadRequest(f"{where}.parameters.binary_data_size must be a non-negative integer")
+                raise BadRequest(
+                    f"{where}.parameters.binary_data_size must be a non-negative integer"
+                )
             if "data" in item:
                 raise BadRequest(f"{where} has both data and binary_data_size")
             if offset + size > len(body):
@@ -244,7 +252,9 @@ def _requested(req: dict[str, Any], outputs: Sequence[TensorSpec]) -> list[tuple
 
 def _json_ready(a: np.ndarray) -> Any:
     if a.dtype == np.object_:
-        return [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in a.reshape(-1)]
+        return [
+            x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in a.reshape(-1)
+        ]
     if a.dtype == np.float16:
         a = a.astype(np.float32)
     return np.ascontiguousarray(a).reshape(-1)
@@ -279,7 +289,9 @@ def encode(
         }
         if binary:
             blob = _binary(a)
-            entry["parameters"] = {"binary_data_size": len(blob) if isinstance(blob, bytes) else blob.nbytes}
+            entry["parameters"] = {
+                "binary_data_size": len(blob) if isinstance(blob, bytes) else blob.nbytes
+            }
             blobs.append(blob)
         else:
             entry["data"] = _json_ready(a)

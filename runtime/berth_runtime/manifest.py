@@ -78,7 +78,9 @@ def read_manifest(model_path: Path) -> Manifest:
         raise ModelLoadError(f"{path}: not valid JSON: {exc}") from exc
     if not isinstance(raw, dict):
         raise ModelLoadError(f"{path}: must be a JSON object")
-    inputs = tuple(_spec(x, f"{MANIFEST_NAME} inputs[{i}]") for i, x in enumerate(raw.get("inputs", [])))
+    inputs = tuple(
+        _spec(x, f"{MANIFEST_NAME} inputs[{i}]") for i, x in enumerate(raw.get("inputs", []))
+    )
     outputs = raw.get("outputs", [])
     names: list[str] = []
     for i, out in enumerate(outputs):

@@ -35,7 +35,20 @@ from prometheus_client.registry import Collector
 log = logging.getLogger("berth.metrics")
 
 LATENCY_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
 )
 WAIT_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -122,14 +135,16 @@ class Metrics(Collector):
 
     def collect(self) -> Iterable[Metric]:
         requests = CounterMetricFamily(
-            "berth_requests", "Requests answered, by model, protocol and HTTP status code.",
+            "berth_requests",
+            "Requests answered, by model, protocol and HTTP status code.",
             labels=["model", "protocol", "code"],
         )
         for (model, protocol, code), cell in list(self._requests.items()):
             requests.add_metric([model, protocol, str(code)], cell[0])
         yield requests
         duration = HistogramMetricFamily(
-            "berth_request_duration_seconds", "Time from request arrival to response, seconds.",
+            "berth_request_duration_seconds",
+            "Time from request arrival to response, seconds.",
             labels=["model", "protocol"],
         )
         for (model, protocol), hist in list(self._durations.items()):
@@ -137,8 +152,11 @@ class Metrics(Collector):
         yield duration
         m, name = self.model_metrics, [self.model]
         for metric, help_text, hist in (
-            ("berth_queue_wait_seconds", "Time a request waited for the device, seconds.",
-             m.queue_wait),
+            (
+                "berth_queue_wait_seconds",
+                "Time a request waited for the device, seconds.",
+                m.queue_wait,
+            ),
             ("berth_batch_size", "Rows per forward pass.", m.batch_size),
         ):
             family = HistogramMetricFamily(metric, help_text, labels=["model"])
@@ -147,8 +165,11 @@ class Metrics(Collector):
         for metric, help_text, gauge in (
             ("berth_inflight_requests", "Inference requests being served now.", m.inflight),
             ("berth_queue_depth", "Requests waiting for the device.", m.queue_depth),
-            ("berth_model_load_seconds", "Seconds spent fetching, loading and warming the model.",
-             m.load_seconds),
+            (
+                "berth_model_load_seconds",
+                "Seconds spent fetching, loading and warming the model.",
+                m.load_seconds,
+            ),
             ("berth_model_ready", "1 when the model is loaded and warmed up.", m.ready),
         ):
             gauge_family = GaugeMetricFamily(metric, help_text, labels=["model"])
@@ -184,11 +205,16 @@ class GpuCollector(Collector):
         if not torch.cuda.is_available():
             return []
         util = GaugeMetricFamily(
-            "berth_gpu_utilization_ratio", "GPU busy fraction over the last sample period.",
+            "berth_gpu_utilization_ratio",
+            "GPU busy fraction over the last sample period.",
             labels=["gpu"],
         )
-        used = GaugeMetricFamily("berth_gpu_memory_used_bytes", "GPU memory in use.", labels=["gpu"])
-        total = GaugeMetricFamily("berth_gpu_memory_total_bytes", "GPU memory size.", labels=["gpu"])
+        used = GaugeMetricFamily(
+            "berth_gpu_memory_used_bytes", "GPU memory in use.", labels=["gpu"]
+        )
+        total = GaugeMetricFamily(
+            "berth_gpu_memory_total_bytes", "GPU memory size.", labels=["gpu"]
+        )
         nvml = self._init_nvml()
         for i in range(torch.cuda.device_count()):
             if nvml is not None:

@@ -45,7 +45,7 @@ def _model_label(path: str, served: str) -> str:
     """The model a path names: the served name, 'unknown' for another name, '' for none."""
     for prefix in ("/v2/models/", "/v1/models/"):
         if path.startswith(prefix):
-            rest = path[len(prefix):]
+            rest = path[len(prefix) :]
             name = rest.split("/", 1)[0].split(":", 1)[0]
             return served if name == served else "unknown"
     if path == "/v1/embeddings":
@@ -87,8 +87,9 @@ def fast_routes(state: RuntimeState) -> dict[tuple[str, str], tuple[FastHandler,
     }
 
 
-async def _send(send: Send, status: int, body: bytes, media: str,
-                extra: dict[str, str] | None = None) -> None:
+async def _send(
+    send: Send, status: int, body: bytes, media: str, extra: dict[str, str] | None = None
+) -> None:
     headers = [(b"content-type", media.encode()), (b"content-length", str(len(body)).encode())]
     if extra:
         headers += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
@@ -116,7 +117,9 @@ class ObserveMiddleware:
         for key, value in scope["headers"]:
             if key == b"authorization":
                 scheme, _, given = value.partition(b" ")
-                return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self.token)
+                return scheme.lower() == b"bearer" and hmac.compare_digest(
+                    given.strip(), self.token
+                )
         return False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -140,6 +143,7 @@ class ObserveMiddleware:
             if fast is not None:
                 status[0] = await self._fast(fast, scope, receive, send, protocol)
             else:
+
                 async def send_status(message: Message) -> None:
                     if message["type"] == "http.response.start":
                         status[0] = message["status"]
@@ -151,8 +155,14 @@ class ObserveMiddleware:
                 self.inflight.dec()
             self.metrics.observe(model, protocol, status[0], time.perf_counter() - started)
 
-    async def _fast(self, route: tuple[FastHandler, bool], scope: Scope, receive: Receive,
-                    send: Send, protocol: str) -> int:
+    async def _fast(
+        self,
+        route: tuple[FastHandler, bool],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        protocol: str,
+    ) -> int:
         handler, reads_body = route
         header_length: str | None = None
         declared: bytes | None = None

@@ -7,8 +7,11 @@ from typing import Any
 
 def name_param(example: str) -> dict[str, Any]:
     return {
-        "name": "name", "in": "path", "required": True,
-        "schema": {"type": "string"}, "example": example,
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "example": example,
     }
 
 
@@ -24,8 +27,22 @@ V2_TENSOR = {
         "shape": {"type": "array", "items": {"type": "integer"}},
         "datatype": {
             "type": "string",
-            "enum": ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32",
-                     "INT64", "FP16", "FP32", "FP64", "BF16", "BYTES"],
+            "enum": [
+                "BOOL",
+                "UINT8",
+                "UINT16",
+                "UINT32",
+                "UINT64",
+                "INT8",
+                "INT16",
+                "INT32",
+                "INT64",
+                "FP16",
+                "FP32",
+                "FP64",
+                "BF16",
+                "BYTES",
+            ],
         },
         "parameters": {"type": "object"},
         "data": {},

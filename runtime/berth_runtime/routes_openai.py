@@ -34,7 +34,9 @@ def _texts(doc: dict[str, Any]) -> list[str]:
         if len(raw) > MAX_INPUTS:
             raise BadRequest(f"input may hold at most {MAX_INPUTS} strings, got {len(raw)}")
         return raw
-    raise BadRequest("input must be a string or a non-empty list of strings (token arrays are not supported)")
+    raise BadRequest(
+        "input must be a string or a non-empty list of strings (token arrays are not supported)"
+    )
 
 
 async def embeddings_reply(state: RuntimeState, body: bytes) -> Reply:
@@ -62,12 +64,15 @@ async def embeddings_reply(state: RuntimeState, body: bytes) -> Reply:
     for i, row in enumerate(emb):
         value: Any = (
             base64.b64encode(np.ascontiguousarray(row, dtype="<f4").tobytes()).decode()
-            if fmt == "base64" else np.ascontiguousarray(row)
+            if fmt == "base64"
+            else np.ascontiguousarray(row)
         )
         data.append({"object": "embedding", "index": i, "embedding": value})
     tokens = sum(len(t.split()) for t in texts)  # approximate: whitespace words
     doc_out = {
-        "object": "list", "data": data, "model": name,
+        "object": "list",
+        "data": data,
+        "model": name,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
     return orjson.dumps(doc_out, option=orjson.OPT_SERIALIZE_NUMPY), JSON, None
@@ -82,11 +87,14 @@ def build_router(state: RuntimeState) -> APIRouter:
     async def list_models() -> Response:
         data = []
         if state.model is not None and state.model.embedding:
-            data.append({"id": state.name, "object": "model", "created": created, "owned_by": "berth"})
+            data.append(
+                {"id": state.name, "object": "model", "created": created, "owned_by": "berth"}
+            )
         return json_response({"object": "list", "data": data})
 
     @router.post(
-        "/v1/embeddings", openapi_extra={"requestBody": json_body(EMBEDDINGS)},
+        "/v1/embeddings",
+        openapi_extra={"requestBody": json_body(EMBEDDINGS)},
         responses=responses(400, 401, 404, 413, 429, 503, 504),
     )
     async def embeddings(request: Request) -> Response:

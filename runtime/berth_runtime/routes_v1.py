@@ -54,7 +54,9 @@ def _array(rows: list[Any], spec: TensorSpec, where: str, max_elements: int) -> 
     return arr
 
 
-def decode(doc: dict[str, Any], inputs: tuple[TensorSpec, ...], max_elements: int) -> list[np.ndarray]:
+def decode(
+    doc: dict[str, Any], inputs: tuple[TensorSpec, ...], max_elements: int
+) -> list[np.ndarray]:
     field = "instances" if "instances" in doc else "inputs"
     rows = doc.get(field)
     if not isinstance(rows, list) or not rows:

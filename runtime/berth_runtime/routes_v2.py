@@ -63,7 +63,8 @@ def build_router(state: RuntimeState) -> APIRouter:
         return json_response(model.metadata())
 
     @router.get(
-        "/v2/models/{name}/ready", openapi_extra={"parameters": param},
+        "/v2/models/{name}/ready",
+        openapi_extra={"parameters": param},
         responses=responses(401, 404, 503),
     )
     async def model_ready(request: Request) -> Response:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 from types import FrameType
 
 import uvicorn
@@ -18,6 +19,9 @@ from berth_runtime.settings import Settings
 from berth_runtime.state import RuntimeState
 
 log = logging.getLogger("berth.server")
+
+
+SWITCH_INTERVAL_S = 0.0005  # GIL hand-off bound between the loop and the device thread
 
 
 class DrainingServer(uvicorn.Server):
@@ -49,6 +53,9 @@ def serve(settings: Settings) -> int:
         if holder:
             holder[0].fail(exc)
 
+    # The event loop and the device worker hand work to each other a few times per batch;
+    # CPython's default 5 ms GIL switch interval would add up to that to every hand-off.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     state = RuntimeState(settings, on_fatal=on_fatal)
     app = create_app(settings, state=state)
     config = uvicorn.Config(

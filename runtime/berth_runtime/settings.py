@@ -109,9 +109,7 @@ def _convert(value: str, kind: type, flag: str, env: str) -> object:
     try:
         return kind(value)
     except ValueError:
-        raise SettingsError(
-            f"{flag} (or {env}) must be {kind.__name__}, got {value!r}"
-        ) from None
+        raise SettingsError(f"{flag} (or {env}) must be {kind.__name__}, got {value!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,7 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, dest, env, _kind, help_text in _OPTIONS:
         serve.add_argument(flag, dest=dest, default=None, help=f"{help_text} (env {env})")
     serve.add_argument(
-        "--access-log", dest="access_log", action="store_true", default=None,
+        "--access-log",
+        dest="access_log",
+        action="store_true",
+        default=None,
         help="log every request (env BERTH_ACCESS_LOG=1)",
     )
     return parser

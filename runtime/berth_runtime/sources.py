@@ -125,9 +125,10 @@ def fetch_http(uri: str, cache_dir: Path) -> Path:
     h = hashlib.sha256()
     fd, tmp_name = tempfile.mkstemp(prefix=".dl-", dir=blob_dir)
     try:
-        with os.fdopen(fd, "wb") as out, httpx.stream(
-            "GET", url, follow_redirects=True, timeout=60.0
-        ) as resp:
+        with (
+            os.fdopen(fd, "wb") as out,
+            httpx.stream("GET", url, follow_redirects=True, timeout=60.0) as resp,
+        ):
             if resp.status_code != 200:
                 raise ModelLoadError(f"GET {url} returned HTTP {resp.status_code}")
             length = resp.headers.get("content-length")
@@ -155,7 +156,7 @@ def _object_dir(cache_dir: Path, uri: str, version: str) -> Path:
 
 
 def _safe_rel(prefix: str, key: str) -> Path:
-    rel = key[len(prefix):].lstrip("/") if prefix else key
+    rel = key[len(prefix) :].lstrip("/") if prefix else key
     p = Path(rel)
     if not rel or p.is_absolute() or ".." in p.parts:
         raise ModelLoadError(f"object key {key!r} is not a safe relative path; refused")

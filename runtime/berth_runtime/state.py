@@ -76,7 +76,9 @@ class RuntimeState:
     def require(self, name: str) -> tuple[ServedModel, Batcher]:
         """The served model and its batcher, or 404 (other name) / 503 (not ready)."""
         if name != self.name:
-            raise ModelNotFound(f"model {name!r} is not served here; this server serves {self.name!r}")
+            raise ModelNotFound(
+                f"model {name!r} is not served here; this server serves {self.name!r}"
+            )
         if not self.ready or self.model is None or self.batcher is None:
             if self.draining:
                 raise NotReady(f"model {name!r} is shutting down")
@@ -115,17 +117,25 @@ class RuntimeState:
         seconds = time.perf_counter() - started
         self.model = model
         self.batcher = Batcher(
-            model, self.metrics.model_metrics,
-            max_batch_size=s.max_batch_size, max_delay_ms=s.max_delay_ms,
-            max_queue=s.max_queue, timeout_ms=s.timeout_ms,
+            model,
+            self.metrics.model_metrics,
+            max_batch_size=s.max_batch_size,
+            max_delay_ms=s.max_delay_ms,
+            max_queue=s.max_queue,
+            timeout_ms=s.timeout_ms,
         )
         self.batcher.start()
         self.metrics.model_metrics.load_seconds.set(seconds)
         if not self.draining:
             self.ready = True
             self.metrics.model_metrics.ready.set(1)
-        log.info("model %r ready in %.2f s (inputs %s, outputs %s)", s.name, seconds,
-                 [i.metadata() for i in model.inputs], [o.metadata() for o in model.outputs])
+        log.info(
+            "model %r ready in %.2f s (inputs %s, outputs %s)",
+            s.name,
+            seconds,
+            [i.metadata() for i in model.inputs],
+            [o.metadata() for o in model.outputs],
+        )
 
     async def close(self) -> None:
         self.begin_drain()

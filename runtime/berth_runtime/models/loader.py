@@ -18,6 +18,7 @@ from berth_runtime.settings import Settings
 
 log = logging.getLogger("berth.models")
 
+
 def load_model(settings: Settings, device: torch.device) -> ServedModel:
     """Fetch, unpack and load the model named by settings (does not warm it up)."""
     refuse_unsafe_environment(os.environ)

@@ -28,13 +28,17 @@ class TextEmbeddingModel(ServedModel):
         from sentence_transformers import SentenceTransformer
 
         if not (path.is_dir() and (path / "modules.json").is_file()):
-            raise ModelLoadError(f"{path} is not a sentence-transformers directory (no modules.json)")
+            raise ModelLoadError(
+                f"{path} is not a sentence-transformers directory (no modules.json)"
+            )
         try:
             model = SentenceTransformer(
                 str(path), device=str(device), local_files_only=True, trust_remote_code=False
             )
         except Exception as exc:
-            raise ModelLoadError(f"cannot load sentence-transformers model at {path}: {exc}") from exc
+            raise ModelLoadError(
+                f"cannot load sentence-transformers model at {path}: {exc}"
+            ) from exc
         if dtype != torch.float32:
             model = model.to(dtype)
         model.eval()

@@ -99,7 +99,11 @@ class TorchModel(ServedModel):
         return arrays
 
     def warmup(self, max_batch_size: int) -> None:
-        sizes = [self.fixed_batch] if self.fixed_batch else sorted({min(2, max_batch_size), max_batch_size})
+        sizes = (
+            [self.fixed_batch]
+            if self.fixed_batch
+            else sorted({min(2, max_batch_size), max_batch_size})
+        )
         outs: list[torch.Tensor] = []
         keys: list[str] | None = None
         for size in sizes:
@@ -154,8 +158,13 @@ def load_torchscript(
     if dtype != torch.float32:
         module = module.to(dtype)
     return TorchModel(
-        name, module, platform="pytorch_torchscript", device=device, dtype=dtype,
-        inputs=manifest.inputs, output_names=manifest.output_names,
+        name,
+        module,
+        platform="pytorch_torchscript",
+        device=device,
+        dtype=dtype,
+        inputs=manifest.inputs,
+        output_names=manifest.output_names,
     )
 
 
@@ -196,7 +205,8 @@ def load_export(
                 f"berth.json declares {len(manifest.inputs)} inputs, the program takes {len(specs)}"
             )
         specs = tuple(
-            TensorSpec(m.name, s.datatype, s.shape) for m, s in zip(manifest.inputs, specs, strict=True)
+            TensorSpec(m.name, s.datatype, s.shape)
+            for m, s in zip(manifest.inputs, specs, strict=True)
         )
     if device.type != "cpu":
         from torch.export.passes import move_to_device_pass
@@ -206,8 +216,14 @@ def load_export(
     if dtype != torch.float32:
         module = module.to(dtype)
     return TorchModel(
-        name, module, platform="pytorch_export", device=device, dtype=dtype,
-        inputs=specs, output_names=manifest.output_names, fixed_batch=fixed,
+        name,
+        module,
+        platform="pytorch_export",
+        device=device,
+        dtype=dtype,
+        inputs=specs,
+        output_names=manifest.output_names,
+        fixed_batch=fixed,
     )
 
 
@@ -236,7 +252,9 @@ def load_safetensors(
 
     ref = factory or manifest.factory
     if not ref:
-        raise ModelLoadError("safetensors models need --factory module:function (or factory in berth.json)")
+        raise ModelLoadError(
+            "safetensors models need --factory module:function (or factory in berth.json)"
+        )
     state: dict[str, torch.Tensor] = {}
     for file in _find(path, (".safetensors",), "safetensors"):
         try:
@@ -252,6 +270,11 @@ def load_safetensors(
         raise ModelLoadError(f"weights do not fit the factory's module: {exc}") from exc
     module = module.to(device=device, dtype=dtype).eval()
     return TorchModel(
-        name, module, platform="pytorch_safetensors", device=device, dtype=dtype,
-        inputs=manifest.inputs, output_names=manifest.output_names,
+        name,
+        module,
+        platform="pytorch_safetensors",
+        device=device,
+        dtype=dtype,
+        inputs=manifest.inputs,
+        output_names=manifest.output_names,
     )
