@@ -43,6 +43,8 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     # React to a new object after 20 ms instead of Kopf's 100 ms batching window.
     settings.batching.batch_window = RECONCILER.settings.reconcile.batch_window
+    # Release an idle object's worker (and what it holds) after 1 s, not 5 s.
+    settings.batching.idle_timeout = 1.0
     if RECONCILER.settings.reconcile.max_workers:
         settings.batching.worker_limit = RECONCILER.settings.reconcile.max_workers
     kube = RECONCILER.settings.kube

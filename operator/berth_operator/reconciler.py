@@ -215,20 +215,31 @@ class Reconciler:
                 self.schedule_status(key, delay=0)
                 raise
             self._invalid.pop(key, None)
-            for manifest in children.apply:
-                kind = manifest["kind"]
-                observed = self.child(kind, key)
-                if not builders.needs_apply(manifest, observed):
-                    continue
-                try:
-                    result = await self.kube.apply(manifest)
-                except NamespaceTerminating:
+            pending = [
+                (m, self.child(m["kind"], key))
+                for m in children.apply
+                if builders.needs_apply(m, self.child(m["kind"], key))
+            ]
+            # Children are independent: write them concurrently (the Deployment, listed
+            # first, still goes out first through the client's write queue).
+            results = await asyncio.gather(
+                *(self.kube.apply(m) for m, _ in pending), return_exceptions=True
+            )
+            failed: BaseException | None = None
+            for (manifest, observed), result in zip(pending, results, strict=True):
+                if isinstance(result, NamespaceTerminating):
                     self._terminating[key[0]] = time.monotonic()
                     return changes
+                if isinstance(result, BaseException):
+                    failed = failed or result
+                    continue
+                kind = manifest["kind"]
                 self._recent[(kind, key)] = plain_child(result)
                 reason, message = _describe(kind, manifest, observed, cause)
                 self._event(md, "Normal", reason, message)
                 changes.append(f"{reason} {kind}")
+            if failed is not None:
+                raise failed
             for api_version, kind, name in children.absent:
                 if self.child(kind, key) is None:
                     continue

@@ -219,15 +219,15 @@ def condition_changes(
 ) -> list[dict[str, Any]]:
     """Conditions whose status or reason differ from before (each one becomes an Event).
 
-    The first status of a new model is not a change, except a Degraded=True (the
-    "Created" Events of its children already say that it started).
+    The first status of a new model counts only when it is news: Degraded=True or
+    Ready=True (the "Created" Events of its children already say that it started).
     """
     old = {c.get("type"): c for c in (previous or {}).get("conditions") or []}
     changed = []
     for cond in current.get("conditions") or []:
         before = old.get(cond["type"])
         if before is None:
-            if cond["type"] == "Degraded" and cond["status"] == "True":
+            if cond["type"] in ("Degraded", "Ready") and cond["status"] == "True":
                 changed.append(cond)
         elif (before.get("status"), before.get("reason")) != (cond["status"], cond["reason"]):
             changed.append(cond)
