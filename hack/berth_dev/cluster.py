@@ -443,6 +443,19 @@ class DevCluster:
         if addons is not None:
             self.start_addons(addons)
 
+    def stop_component(self, name: str, grace: float = 15) -> bool:
+        """Stop one recorded component (for example `berth-operator`); whether it ran."""
+        state = read_state(self.paths)
+        info = state.get("components", {}).pop(name, None)
+        if info is None:
+            return False
+        write_state(self.paths, state)
+        pid = int(info["pid"])
+        if not pid_alive(pid, info.get("marker")):
+            return False
+        _terminate_group(pid, grace)
+        return True
+
     def start_addons(self, addons: Addons) -> None:
         """Start the selected addons on a running control plane (running ones are kept)."""
         from .addons import start
