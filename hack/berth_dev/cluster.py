@@ -384,6 +384,8 @@ class DevCluster:
                 "--concurrent-deployment-syncs=20",
                 "--concurrent-replicaset-syncs=20",
                 "--concurrent-gc-syncs=40",
+                # A 2-core machine under load may be late with heartbeats; don't evict for it.
+                "--node-monitor-grace-period=120s",
                 "--profiling=false",
             ],
             state,
@@ -408,6 +410,8 @@ class DevCluster:
                 "--manage-all-nodes=false",
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
                 f"--cidr={self.config.pod_cidr}",
+                # Leases like a kubelet, so a loaded machine does not turn fake nodes NotReady.
+                "--node-lease-duration-seconds=40",
                 "--node-ip=10.244.0.1",
                 f"--server-address=127.0.0.1:{ports['kwok']}",
             ],
