@@ -92,7 +92,14 @@ def crds(cluster: Any) -> None:
 def operator(
     cluster: Any, crds: None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Operator]:
+    # One operator at a time: a dev cluster's own operator (`make up`, or the e2e
+    # fixtures) would reconcile the same objects and blur what these tests observe.
+    dev_operator = cluster.stop_component("berth-operator")
     op = Operator(Path(cluster.kubeconfig), tmp_path_factory.mktemp("operator"))
     op.start()
     yield op
     op.stop()
+    if dev_operator:
+        from berth_dev.addons import Addons
+
+        cluster.start_addons(Addons(agent=False, prometheus=False, operator=True, examples=False))
