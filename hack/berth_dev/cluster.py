@@ -556,7 +556,7 @@ def _terminate_group(pid: int, grace: float) -> None:
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        if not _group_alive(pid):
+        if not group_alive(pid):
             return
         time.sleep(0.1)
     try:
@@ -564,11 +564,11 @@ def _terminate_group(pid: int, grace: float) -> None:
     except ProcessLookupError:
         return
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and _group_alive(pid):
+    while time.monotonic() < deadline and group_alive(pid):
         time.sleep(0.05)
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
     """Whether any non-zombie process is left in process group `pgid`."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from berth_dev.cluster import group_alive
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
@@ -92,17 +93,6 @@ def ready(pod: Any) -> bool:
 def pid_of(pod: Any) -> int:
     cid = pod.status.containerStatuses[0].containerID
     return int(cid.rsplit("/", 1)[-1])
-
-
-def group_alive(pgid: int) -> bool:
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
 
 
 def prom_query(url: str, query: str) -> list[dict[str, Any]]:
