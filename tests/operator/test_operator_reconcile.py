@@ -43,7 +43,9 @@ def wait_ready(cluster: Any, ns: str, name: str, replicas: int, timeout: float =
         md = md_get(cluster, ns, name)
         st = (md or {}).get("status") or {}
         ok = condition(md, "Ready").get("status") == "True"
-        return md if ok and st.get("readyReplicas") == replicas else None
+        # a status that describes the current spec, not the one before an edit
+        current = md is not None and st.get("observedGeneration") == md["metadata"]["generation"]
+        return md if ok and current and st.get("readyReplicas") == replicas else None
 
     return wait_for(ready, timeout, what=f"{name} Ready with {replicas} ready replicas")
 
