@@ -45,8 +45,17 @@ def main(argv: list[str] | None = None) -> int:
         cpu_per_1k[str(bs)] = (time.process_time() - c0) / n * 1000
     best = max(rates, key=lambda k: rates[k])
     cheapest = min(cpu_per_1k, key=lambda k: cpu_per_1k[k])
-    print(json.dumps({"items_per_s": rates, "best_batch": int(best), "best": rates[best],
-                      "cpu_s_per_1k": cpu_per_1k, "best_cpu_s_per_1k": cpu_per_1k[cheapest]}))
+    print(
+        json.dumps(
+            {
+                "items_per_s": rates,
+                "best_batch": int(best),
+                "best": rates[best],
+                "cpu_s_per_1k": cpu_per_1k,
+                "best_cpu_s_per_1k": cpu_per_1k[cheapest],
+            }
+        )
+    )
     return 0
 
 

@@ -234,8 +234,7 @@ async def run_load(
     phase_task = asyncio.ensure_future(phases())
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     c0, c1 = await phase_task
-    return summarize(latencies, errors, concurrency, duration_s, c1 - c0, first_error[0],
-                     opened[0])
+    return summarize(latencies, errors, concurrency, duration_s, c1 - c0, first_error[0], opened[0])
 
 
 def _close(conn: _Conn | None) -> None:

@@ -83,8 +83,10 @@ def prepare(kind: str, cache: Path = CACHE) -> Model:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "model.pt"
     # Berth reads tensor specs from berth.json beside a TorchScript file.
-    manifest = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, *SHAPES[kind][1:]]}],
-                "outputs": [{"name": "output"}]}
+    manifest = {
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, *SHAPES[kind][1:]]}],
+        "outputs": [{"name": "output"}],
+    }
     (folder / "berth.json").write_text(json.dumps(manifest))
     if not path.exists():
         torch.manual_seed(0)
@@ -123,8 +125,12 @@ def oip_json(kind: str, name: str) -> Payload:
     if kind == "embedding":
         inp = {"name": "text", "shape": [1], "datatype": "BYTES", "data": [SENTENCE]}
     else:
-        inp = {"name": "input", "shape": SHAPES[kind], "datatype": "FP32",
-               "data": _input_values(kind)}
+        inp = {
+            "name": "input",
+            "shape": SHAPES[kind],
+            "datatype": "FP32",
+            "data": _input_values(kind),
+        }
     body = json.dumps({"inputs": [inp]}, separators=(",", ":")).encode()
     return Payload(f"/v2/models/{name}/infer", body, {"Content-Type": "application/json"})
 
@@ -135,13 +141,21 @@ def oip_binary(kind: str, name: str) -> Payload:
     if kind == "embedding":
         raw = SENTENCE.encode()
         data = struct.pack("<I", len(raw)) + raw
-        inp = {"name": "text", "shape": [1], "datatype": "BYTES",
-               "parameters": {"binary_data_size": len(data)}}
+        inp = {
+            "name": "text",
+            "shape": [1],
+            "datatype": "BYTES",
+            "parameters": {"binary_data_size": len(data)},
+        }
     else:
         vals = _input_values(kind)
         data = struct.pack(f"<{len(vals)}f", *vals)
-        inp = {"name": "input", "shape": SHAPES[kind], "datatype": "FP32",
-               "parameters": {"binary_data_size": len(data)}}
+        inp = {
+            "name": "input",
+            "shape": SHAPES[kind],
+            "datatype": "FP32",
+            "parameters": {"binary_data_size": len(data)},
+        }
     head = json.dumps(
         {"inputs": [inp], "outputs": [{"name": "output", "parameters": {"binary_data": True}}]},
         separators=(",", ":"),
@@ -149,8 +163,10 @@ def oip_binary(kind: str, name: str) -> Payload:
     return Payload(
         f"/v2/models/{name}/infer",
         head + data,
-        {"Content-Type": "application/octet-stream",
-         "Inference-Header-Content-Length": str(len(head))},
+        {
+            "Content-Type": "application/octet-stream",
+            "Inference-Header-Content-Length": str(len(head)),
+        },
     )
 
 

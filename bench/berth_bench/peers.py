@@ -63,14 +63,21 @@ class Server:
 
 SERVERS: dict[str, Server] = {
     "berth": Server("berth", "berth", None, "dynamic batcher (--max-batch-size, --max-delay-ms)"),
-    "kserve": Server("kserve", "kserve", "kserve.txt",
-                     "none in the Python server (KServe batches in its Go agent sidecar)"),
-    "litserve": Server("litserve", "litserve", "litserve.txt",
-                       "LitAPI max_batch_size / batch_timeout"),
-    "torchserve": Server("torchserve", "torchserve", "torchserve.txt",
-                         "frontend batchSize / maxBatchDelay"),
-    "rayserve": Server("rayserve", "ray", "rayserve.txt",
-                       "@serve.batch(max_batch_size, batch_wait_timeout_s)"),
+    "kserve": Server(
+        "kserve",
+        "kserve",
+        "kserve.txt",
+        "none in the Python server (KServe batches in its Go agent sidecar)",
+    ),
+    "litserve": Server(
+        "litserve", "litserve", "litserve.txt", "LitAPI max_batch_size / batch_timeout"
+    ),
+    "torchserve": Server(
+        "torchserve", "torchserve", "torchserve.txt", "frontend batchSize / maxBatchDelay"
+    ),
+    "rayserve": Server(
+        "rayserve", "ray", "rayserve.txt", "@serve.batch(max_batch_size, batch_wait_timeout_s)"
+    ),
     "uvicorn-hello": Server("uvicorn-hello", "uvicorn", None, "n/a (HTTP floor)"),
 }
 PEERS = ("kserve", "litserve", "torchserve", "rayserve")
@@ -91,8 +98,14 @@ def ensure_venv(server: Server) -> Path:
         raise PeerUnavailable("`uv` not found on PATH (needed to build peer virtualenvs)")
     venv = server.venv()
     for cmd in (
-        [uv, "venv", "-q", "--python", f"{sys.version_info.major}.{sys.version_info.minor}",
-         str(venv)],
+        [
+            uv,
+            "venv",
+            "-q",
+            "--python",
+            f"{sys.version_info.major}.{sys.version_info.minor}",
+            str(venv),
+        ],
         [uv, "pip", "install", "-q", "--python", str(py), "-r", str(req)],
     ):
         res = subprocess.run(cmd, capture_output=True, text=True)
@@ -115,8 +128,9 @@ def versions(server: Server) -> dict[str, str]:
         "print(json.dumps(out))\n"
     )
     try:
-        res = subprocess.run([str(server.python()), "-c", code], capture_output=True, text=True,
-                             timeout=60)
+        res = subprocess.run(
+            [str(server.python()), "-c", code], capture_output=True, text=True, timeout=60
+        )
         out: dict[str, str] = json.loads(res.stdout)
     except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
         return {"error": str(exc)}
@@ -134,15 +148,30 @@ class Launch:
     url_path: str  # where the peer-style JSON request goes
 
 
-def base_env(model: Model, name: str, port: int, threads: int, device: str,
-             max_batch: int, max_delay_ms: float) -> dict[str, str]:
+def base_env(
+    model: Model,
+    name: str,
+    port: int,
+    threads: int,
+    device: str,
+    max_batch: int,
+    max_delay_ms: float,
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIRTUAL_ENV")}
     env.update(
-        BENCH_MODEL_KIND=model.kind, BENCH_MODEL_PATH=str(model.path), BENCH_NAME=name,
-        BENCH_PORT=str(port), BENCH_THREADS=str(threads), BENCH_DEVICE=device,
-        BENCH_MAX_BATCH=str(max_batch), BENCH_MAX_DELAY_MS=str(max_delay_ms),
-        OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-        TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1",
+        BENCH_MODEL_KIND=model.kind,
+        BENCH_MODEL_PATH=str(model.path),
+        BENCH_NAME=name,
+        BENCH_PORT=str(port),
+        BENCH_THREADS=str(threads),
+        BENCH_DEVICE=device,
+        BENCH_MAX_BATCH=str(max_batch),
+        BENCH_MAX_DELAY_MS=str(max_delay_ms),
+        OMP_NUM_THREADS=str(threads),
+        MKL_NUM_THREADS=str(threads),
+        TOKENIZERS_PARALLELISM="false",
+        HF_HUB_OFFLINE="1",
+        PYTHONUNBUFFERED="1",
         RAY_USAGE_STATS_ENABLED="0",
         # Ray's raylet gives its agents 30 s by default, too little on one busy core.
         RAY_agent_register_timeout_ms="300000",
@@ -150,9 +179,19 @@ def base_env(model: Model, name: str, port: int, threads: int, device: str,
     return env
 
 
-def launch(server: Server, model: Model, *, name: str, port: int, threads: int,
-           device: str, max_batch: int, max_delay_ms: float, n_cpus: int,
-           workdir: Path) -> Launch:
+def launch(
+    server: Server,
+    model: Model,
+    *,
+    name: str,
+    port: int,
+    threads: int,
+    device: str,
+    max_batch: int,
+    max_delay_ms: float,
+    n_cpus: int,
+    workdir: Path,
+) -> Launch:
     """The command that starts `server` serving `model` on 127.0.0.1:`port`."""
     env = base_env(model, name, port, threads, device, max_batch, max_delay_ms)
     py = str(server.python())
@@ -161,21 +200,52 @@ def launch(server: Server, model: Model, *, name: str, port: int, threads: int,
         exe = REPO / ".venv" / "bin" / "berth-runtime"
         if not exe.exists():
             raise PeerUnavailable(f"{exe} missing")
-        cmd = [str(exe), "serve", "--model-uri", model.path.as_uri(), "--format",
-               model.format, "--name", name, "--host", "127.0.0.1", "--port", str(port),
-               "--max-batch-size", str(max_batch), "--max-delay-ms", f"{max_delay_ms:g}",
-               "--threads", str(threads)]
+        cmd = [
+            str(exe),
+            "serve",
+            "--model-uri",
+            model.path.as_uri(),
+            "--format",
+            model.format,
+            "--name",
+            name,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--max-batch-size",
+            str(max_batch),
+            "--max-delay-ms",
+            f"{max_delay_ms:g}",
+            "--threads",
+            str(threads),
+        ]
         if device != "cpu":
             cmd += ["--device", device]
         return Launch(cmd, env, REPO, f"/v1/models/{name}:predict")
     if server.name == "uvicorn-hello":
-        cmd = [py, "-m", "uvicorn", "hello_asgi:app", "--host", "127.0.0.1", "--port",
-               str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-               "--log-level", "warning"]
+        cmd = [
+            py,
+            "-m",
+            "uvicorn",
+            "hello_asgi:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
         return Launch(cmd, env, PEERS_DIR, "/hello")
     if server.name == "kserve":
-        return Launch([py, str(PEERS_DIR / "kserve_server.py")], env, workdir,
-                      f"/v1/models/{name}:predict")
+        return Launch(
+            [py, str(PEERS_DIR / "kserve_server.py")], env, workdir, f"/v1/models/{name}:predict"
+        )
     if server.name == "litserve":
         return Launch([py, str(PEERS_DIR / "litserve_server.py")], env, workdir, "/predict")
     if server.name == "rayserve":
@@ -186,46 +256,88 @@ def launch(server: Server, model: Model, *, name: str, port: int, threads: int,
     raise PeerUnavailable(f"unknown server {server.name}")
 
 
-def _torchserve(server: Server, env: dict[str, str], name: str, port: int, workdir: Path,
-                max_batch: int, max_delay_ms: float) -> Launch:
+def _torchserve(
+    server: Server,
+    env: dict[str, str],
+    name: str,
+    port: int,
+    workdir: Path,
+    max_batch: int,
+    max_delay_ms: float,
+) -> Launch:
     if shutil.which("java", path=env["PATH"]) is None:
-        raise PeerUnavailable("TorchServe needs Java 11+: no `java` on PATH "
-                              "(apt-get install openjdk-17-jre-headless)")
+        raise PeerUnavailable(
+            "TorchServe needs Java 11+: no `java` on PATH (apt-get install openjdk-17-jre-headless)"
+        )
     bin_dir = server.venv() / "bin"
     store = workdir / "model-store"
     store.mkdir(parents=True, exist_ok=True)
     res = subprocess.run(
-        [str(bin_dir / "torch-model-archiver"), "--model-name", name, "--version", "1.0",
-         "--handler", str(PEERS_DIR / "torchserve_handler.py"),
-         "--extra-files", str(PEERS_DIR / "common.py"), "--export-path", str(store),
-         "--force"],
-        capture_output=True, text=True, env=env,
+        [
+            str(bin_dir / "torch-model-archiver"),
+            "--model-name",
+            name,
+            "--version",
+            "1.0",
+            "--handler",
+            str(PEERS_DIR / "torchserve_handler.py"),
+            "--extra-files",
+            str(PEERS_DIR / "common.py"),
+            "--export-path",
+            str(store),
+            "--force",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     if res.returncode != 0:
         raise PeerUnavailable(f"torch-model-archiver failed: {res.stderr.strip()[-1500:]}")
-    models = {name: {"1.0": {"defaultVersion": True, "marName": f"{name}.mar",
-                             "minWorkers": 1, "maxWorkers": 1, "batchSize": max_batch,
-                             "maxBatchDelay": round(max_delay_ms),
-                             "responseTimeout": 120}}}
+    models = {
+        name: {
+            "1.0": {
+                "defaultVersion": True,
+                "marName": f"{name}.mar",
+                "minWorkers": 1,
+                "maxWorkers": 1,
+                "batchSize": max_batch,
+                "maxBatchDelay": round(max_delay_ms),
+                "responseTimeout": 120,
+            }
+        }
+    }
     cfg = workdir / "config.properties"
-    cfg.write_text("\n".join([
-        f"inference_address=http://127.0.0.1:{port}",
-        f"management_address=http://127.0.0.1:{port + 1}",
-        f"metrics_address=http://127.0.0.1:{port + 2}",
-        f"model_store={store}",
-        f"load_models={name}.mar",
-        f"models={json.dumps(models)}",
-        "default_workers_per_model=1",
-        "disable_token_authorization=true",
-        "enable_envvars_config=true",
-        "async_logging=true",  # TorchServe's performance guide
-        "job_queue_size=1000",
-        "install_py_dep_per_model=false",
-        "disable_system_metrics=true",
-        "",
-    ]))
+    cfg.write_text(
+        "\n".join(
+            [
+                f"inference_address=http://127.0.0.1:{port}",
+                f"management_address=http://127.0.0.1:{port + 1}",
+                f"metrics_address=http://127.0.0.1:{port + 2}",
+                f"model_store={store}",
+                f"load_models={name}.mar",
+                f"models={json.dumps(models)}",
+                "default_workers_per_model=1",
+                "disable_token_authorization=true",
+                "enable_envvars_config=true",
+                "async_logging=true",  # TorchServe's performance guide
+                "job_queue_size=1000",
+                "install_py_dep_per_model=false",
+                "disable_system_metrics=true",
+                "",
+            ]
+        )
+    )
     env["LOG_LOCATION"] = str(workdir / "logs")
     env["METRICS_LOCATION"] = str(workdir / "logs")
-    cmd = [str(bin_dir / "torchserve"), "--start", "--foreground", "--ncs",
-           "--disable-token-auth", "--model-store", str(store), "--ts-config", str(cfg)]
+    cmd = [
+        str(bin_dir / "torchserve"),
+        "--start",
+        "--foreground",
+        "--ncs",
+        "--disable-token-auth",
+        "--model-store",
+        str(store),
+        "--ts-config",
+        str(cfg),
+    ]
     return Launch(cmd, env, workdir, f"/predictions/{name}")

@@ -81,7 +81,11 @@ class Server:
         self.log = log
         self._logf = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            cmd, env=env, cwd=cwd, stdout=self._logf, stderr=subprocess.STDOUT,
+            cmd,
+            env=env,
+            cwd=cwd,
+            stdout=self._logf,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         self.known: set[int] = {self.proc.pid}
@@ -96,8 +100,11 @@ class Server:
         pids = sorted(self.snapshot())
         if self.cpus:
             for pid in pids:
-                subprocess.run(["taskset", "-a", "-p", "-c", self.cpus, str(pid)],
-                               capture_output=True, check=False)
+                subprocess.run(
+                    ["taskset", "-a", "-p", "-c", self.cpus, str(pid)],
+                    capture_output=True,
+                    check=False,
+                )
         return pids
 
     def alive(self) -> bool:

@@ -15,8 +15,9 @@ PEERS = ("kserve", "litserve", "torchserve", "rayserve")
 
 
 def _ok(rows: list[Row], **match: Any) -> list[Row]:
-    return [r for r in rows if r.get("status") == "ok"
-            and all(r.get(k) == v for k, v in match.items())]
+    return [
+        r for r in rows if r.get("status") == "ok" and all(r.get(k) == v for k, v in match.items())
+    ]
 
 
 def _best(rows: list[Row]) -> Row | None:
@@ -37,9 +38,14 @@ def nearest_concurrency(rows: list[Row], want: int) -> int | None:
     return min(levels, key=lambda c: (abs(c - want), -c))
 
 
-def ratios(rows: list[Row], ceilings: dict[str, float], models: list[str],
-           goal_c: int = 32, batch_c: int = 128,
-           ceiling_cpu: dict[str, float] | None = None) -> list[Row]:
+def ratios(
+    rows: list[Row],
+    ceilings: dict[str, float],
+    models: list[str],
+    goal_c: int = 32,
+    batch_c: int = 128,
+    ceiling_cpu: dict[str, float] | None = None,
+) -> list[Row]:
     """One line per model: Berth's best variant against the best peer at `goal_c`
     and against the in-process ceiling at `batch_c` (or the nearest measured level)."""
     out: list[Row] = []
@@ -47,33 +53,42 @@ def ratios(rows: list[Row], ceilings: dict[str, float], models: list[str],
     c2 = nearest_concurrency(rows, batch_c)
     for m in models:
         berth = _best(_ok(rows, server="berth", model=m, concurrency=c1))
-        berth_json = _best([r for r in _ok(rows, server="berth", model=m, concurrency=c1)
-                            if r["variant"] != "oip-binary"])
+        berth_json = _best(
+            [
+                r
+                for r in _ok(rows, server="berth", model=m, concurrency=c1)
+                if r["variant"] != "oip-binary"
+            ]
+        )
         peer = _best([r for r in _ok(rows, model=m, concurrency=c1) if r["server"] in PEERS])
         berth_c2 = _best(_ok(rows, server="berth", model=m, concurrency=c2))
         line: Row = {
-            "model": m, "concurrency": c1,
-            "berth": berth and berth["label"], "berth_rps": berth and berth["rps"],
+            "model": m,
+            "concurrency": c1,
+            "berth": berth and berth["label"],
+            "berth_rps": berth and berth["rps"],
             "berth_p99_ms": berth and berth["p99_ms"],
-            "best_peer": peer and peer["label"], "peer_rps": peer and peer["rps"],
+            "best_peer": peer and peer["label"],
+            "peer_rps": peer and peer["rps"],
             "peer_p99_ms": peer and peer["p99_ms"],
             "berth_over_best_peer": _ratio(berth and berth["rps"], peer and peer["rps"]),
-            "berth_json_over_best_peer": _ratio(berth_json and berth_json["rps"],
-                                                peer and peer["rps"]),
+            "berth_json_over_best_peer": _ratio(
+                berth_json and berth_json["rps"], peer and peer["rps"]
+            ),
             "p99_not_worse": bool(berth and peer and berth["p99_ms"] <= peer["p99_ms"]),
             "ceiling_concurrency": c2,
             "ceiling_rps": ceilings.get(m),
             "berth_over_ceiling": _ratio(berth_c2 and berth_c2["rps"], ceilings.get(m)),
             # CPU efficiency: the ceiling's CPU s per 1k items over Berth's CPU s per 1k
             # requests; unlike req/s it does not depend on the CPU share a busy host gives.
-            "berth_cpu_efficiency": _ratio((ceiling_cpu or {}).get(m),
-                                           berth_c2 and berth_c2.get("server_cpu_s_per_1k")),
+            "berth_cpu_efficiency": _ratio(
+                (ceiling_cpu or {}).get(m), berth_c2 and berth_c2.get("server_cpu_s_per_1k")
+            ),
         }
         if m == "trivial":
             hello = _best(_ok(rows, server="uvicorn-hello", model=m, concurrency=c1))
             line["uvicorn_rps"] = hello and hello["rps"]
-            line["berth_over_uvicorn"] = _ratio(berth and berth["rps"],
-                                                hello and hello["rps"])
+            line["berth_over_uvicorn"] = _ratio(berth and berth["rps"], hello and hello["rps"])
         out.append(line)
     return out
 
@@ -85,18 +100,32 @@ def goals(table: list[Row]) -> list[Row]:
         m = line["model"]
         if m in ("cnn", "embedding"):
             r = line["berth_over_best_peer"]
-            out.append({"goal": f"{m}: throughput >= 1.5x best peer at equal or lower p99 "
-                                f"(c={line['concurrency']})", "value": r,
-                        "met": bool(r >= 1.5 and line["p99_not_worse"])})
+            out.append(
+                {
+                    "goal": f"{m}: throughput >= 1.5x best peer at equal or lower p99 "
+                    f"(c={line['concurrency']})",
+                    "value": r,
+                    "met": bool(r >= 1.5 and line["p99_not_worse"]),
+                }
+            )
         if m == "trivial":
             r = line.get("berth_over_uvicorn", math.nan)
-            out.append({"goal": f"trivial: req/s >= 0.7x bare uvicorn (c={line['concurrency']})",
-                        "value": r, "met": bool(r >= 0.7)})
+            out.append(
+                {
+                    "goal": f"trivial: req/s >= 0.7x bare uvicorn (c={line['concurrency']})",
+                    "value": r,
+                    "met": bool(r >= 0.7),
+                }
+            )
         if m in ("cnn", "embedding"):
             r = line["berth_over_ceiling"]
-            out.append({"goal": f"{m}: >= 0.8x in-process ceiling "
-                                f"(c={line['ceiling_concurrency']})",
-                        "value": r, "met": bool(r >= 0.8)})
+            out.append(
+                {
+                    "goal": f"{m}: >= 0.8x in-process ceiling (c={line['ceiling_concurrency']})",
+                    "value": r,
+                    "met": bool(r >= 0.8),
+                }
+            )
     return out
 
 
@@ -109,13 +138,17 @@ def _f(x: Any, nd: int = 1) -> str:
 
 
 def format_rows(rows: list[Row]) -> str:
-    head = f"{'model':9} {'server':26} {'c':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>9} " \
-           f"{'err%':>5} {'cpu s/1k':>8}  note"
+    head = (
+        f"{'model':9} {'server':26} {'c':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>9} "
+        f"{'err%':>5} {'cpu s/1k':>8}  note"
+    )
     lines = [head, "-" * len(head)]
     for r in sorted(rows, key=lambda r: (r["model"], r["concurrency"], r["label"])):
         if r.get("status") != "ok":
-            lines.append(f"{r['model']:9} {r['label']:26} {r['concurrency']:>4} FAILED: "
-                         f"{str(r.get('reason', ''))[:90]}")
+            lines.append(
+                f"{r['model']:9} {r['label']:26} {r['concurrency']:>4} FAILED: "
+                f"{str(r.get('reason', ''))[:90]}"
+            )
             continue
         lines.append(
             f"{r['model']:9} {r['label']:26} {r['concurrency']:>4} {_f(r['rps']):>9} "
@@ -129,17 +162,21 @@ def format_rows(rows: list[Row]) -> str:
 def format_ratios(table: list[Row], goal_rows: list[Row]) -> str:
     lines = ["Ratios (Berth = its best protocol variant at that concurrency)"]
     for t in table:
-        s = (f"  {t['model']:9} c={t['concurrency']}: Berth {_f(t['berth_rps'])} req/s "
-             f"p99 {_f(t['berth_p99_ms'])} ms [{t['berth']}] vs best peer "
-             f"{_f(t['peer_rps'])} req/s p99 {_f(t['peer_p99_ms'])} ms [{t['best_peer']}]"
-             f" -> Berth/best peer {_f(t['berth_over_best_peer'], 2)}"
-             f" (JSON only {_f(t['berth_json_over_best_peer'], 2)});"
-             f" Berth/in-process ceiling (c={t['ceiling_concurrency']}, ceiling "
-             f"{_f(t['ceiling_rps'])}/s) {_f(t['berth_over_ceiling'], 2)}"
-             f" (by CPU s per request {_f(t.get('berth_cpu_efficiency'), 2)})")
+        s = (
+            f"  {t['model']:9} c={t['concurrency']}: Berth {_f(t['berth_rps'])} req/s "
+            f"p99 {_f(t['berth_p99_ms'])} ms [{t['berth']}] vs best peer "
+            f"{_f(t['peer_rps'])} req/s p99 {_f(t['peer_p99_ms'])} ms [{t['best_peer']}]"
+            f" -> Berth/best peer {_f(t['berth_over_best_peer'], 2)}"
+            f" (JSON only {_f(t['berth_json_over_best_peer'], 2)});"
+            f" Berth/in-process ceiling (c={t['ceiling_concurrency']}, ceiling "
+            f"{_f(t['ceiling_rps'])}/s) {_f(t['berth_over_ceiling'], 2)}"
+            f" (by CPU s per request {_f(t.get('berth_cpu_efficiency'), 2)})"
+        )
         if "berth_over_uvicorn" in t:
-            s += (f"; Berth/bare uvicorn {_f(t['berth_over_uvicorn'], 2)} "
-                  f"(uvicorn {_f(t['uvicorn_rps'])} req/s)")
+            s += (
+                f"; Berth/bare uvicorn {_f(t['berth_over_uvicorn'], 2)} "
+                f"(uvicorn {_f(t['uvicorn_rps'])} req/s)"
+            )
         lines.append(s)
     lines.append("Goals (reported, not asserted)")
     for g in goal_rows:
@@ -159,8 +196,7 @@ def plot(rows: list[Row], models: list[str], path: Path) -> None:
         labels = sorted({r["label"] for r in _ok(rows, model=m)})
         for label in labels:
             pts = sorted(_ok(rows, model=m, label=label), key=lambda r: r["concurrency"])
-            ax.plot([r["p99_ms"] for r in pts], [r["rps"] for r in pts], marker="o",
-                    label=label)
+            ax.plot([r["p99_ms"] for r in pts], [r["rps"] for r in pts], marker="o", label=label)
             for r in pts:
                 ax.annotate(str(r["concurrency"]), (r["p99_ms"], r["rps"]), fontsize=7)
         ax.set_xscale("log")

@@ -65,8 +65,11 @@ class Settings:
 
 
 def parse(argv: list[str]) -> Settings:
-    p = argparse.ArgumentParser(prog="berth bench runtime", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="berth bench runtime",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--quick", action="store_true", help="c=32 only, short windows")
     p.add_argument("--models", help=f"comma list from {','.join(M.MODELS)}")
     p.add_argument("--servers", help="comma list from " + ",".join(P.SERVERS))
@@ -77,17 +80,29 @@ def parse(argv: list[str]) -> Settings:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--server-cpus", default="1", help="taskset CPU list for servers")
     p.add_argument("--loadgen-cpus", default="0", help="taskset CPU list for the load gen")
-    p.add_argument("--nice", type=int, default=Settings.nice,
-                   help="nice value for servers, ceiling and load generator "
-                        "(default -5 as root: the measured processes win over a busy "
-                        "machine's background work)")
-    p.add_argument("--berth-wait", type=float, default=0.0,
-                   help="seconds to wait for berth-runtime to exist")
+    p.add_argument(
+        "--nice",
+        type=int,
+        default=Settings.nice,
+        help="nice value for servers, ceiling and load generator "
+        "(default -5 as root: the measured processes win over a busy "
+        "machine's background work)",
+    )
+    p.add_argument(
+        "--berth-wait", type=float, default=0.0, help="seconds to wait for berth-runtime to exist"
+    )
     p.add_argument("--out", type=Path, default=RESULTS)
     a = p.parse_args(argv)
-    s = Settings(quick=a.quick, threads=a.threads, device=a.device,
-                 server_cpus=a.server_cpus, loadgen_cpus=a.loadgen_cpus,
-                 berth_wait_s=a.berth_wait, out=a.out, nice=a.nice)
+    s = Settings(
+        quick=a.quick,
+        threads=a.threads,
+        device=a.device,
+        server_cpus=a.server_cpus,
+        loadgen_cpus=a.loadgen_cpus,
+        berth_wait_s=a.berth_wait,
+        out=a.out,
+        nice=a.nice,
+    )
     if a.quick:
         s.concurrency, s.warmup_s, s.duration_s = (32,), 2.0, 4.0
         s.ceiling_batches, s.ceiling_s = (1, 8, 32), 1.0
@@ -146,32 +161,56 @@ def targets(server: str, model: str, name: str, url_path: str) -> list[Target]:
         out = [Target("oip-json", "berth (OIP JSON)", js.path, js.body, js.headers)]
         if model == "embedding":
             oa = M.openai_embeddings(name)
-            out.append(Target("openai", "berth (OpenAI embeddings)", oa.path, oa.body,
-                              oa.headers))
+            out.append(Target("openai", "berth (OpenAI embeddings)", oa.path, oa.body, oa.headers))
         else:
             b = M.oip_binary(model, name)
             out.append(Target("oip-binary", "berth (OIP binary)", b.path, b.body, b.headers))
         return out
-    return [Target("json", server, url_path, M.peer_payload(model),
-                   {"Content-Type": "application/json"})]
+    return [
+        Target(
+            "json", server, url_path, M.peer_payload(model), {"Content-Type": "application/json"}
+        )
+    ]
 
 
 # --------------------------------------------------------------------------- runs
 
 
-def run_loadgen(url: str, t: Target, c: int, s: Settings, server: proc.Server | None,
-                tmp: Path, scale: float = 1.0) -> dict[str, Any]:
+def run_loadgen(
+    url: str,
+    t: Target,
+    c: int,
+    s: Settings,
+    server: proc.Server | None,
+    tmp: Path,
+    scale: float = 1.0,
+) -> dict[str, Any]:
     duration, warmup = s.duration_s * scale, s.warmup_s * scale
     body_file = tmp / f"body-{abs(hash(t.body))}.bin"
     if not body_file.exists():
         body_file.write_bytes(t.body)
-    cmd = [*proc.prefix(s.loadgen_cpus, s.nice), str(P.MAIN_PY), "-m", "berth_bench.loadgen", url,
-           "--body-file", str(body_file), "-c", str(c), "-d", str(duration),
-           "-w", str(warmup), "--timeout", "120"]
+    cmd = [
+        *proc.prefix(s.loadgen_cpus, s.nice),
+        str(P.MAIN_PY),
+        "-m",
+        "berth_bench.loadgen",
+        url,
+        "--body-file",
+        str(body_file),
+        "-c",
+        str(c),
+        "-d",
+        str(duration),
+        "-w",
+        str(warmup),
+        "--timeout",
+        "120",
+    ]
     for k, v in t.headers.items():
         cmd += ["--header", f"{k}: {v}"]
-    lg = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          cwd=P.BENCH)
+    lg = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=P.BENCH
+    )
     assert lg.stdout is not None
     before: dict[int, float] = {}
     cpu = float("nan")
@@ -202,8 +241,9 @@ def wait_ready(server: proc.Server, url: str, t: Target, timeout_s: float) -> No
     with httpx.Client(timeout=60) as client:
         while time.monotonic() < deadline:
             if not server.alive():
-                raise P.PeerUnavailable(f"server exited with code {server.proc.returncode}: "
-                                        f"{server.tail(1500).strip()}")
+                raise P.PeerUnavailable(
+                    f"server exited with code {server.proc.returncode}: {server.tail(1500).strip()}"
+                )
             try:
                 r = client.post(url, content=t.body, headers=t.headers)
                 if r.status_code == 200:
@@ -212,8 +252,9 @@ def wait_ready(server: proc.Server, url: str, t: Target, timeout_s: float) -> No
             except httpx.HTTPError as exc:
                 last = f"{type(exc).__name__}: {exc}"
             time.sleep(1.0)
-    raise P.PeerUnavailable(f"not answering after {timeout_s:.0f}s (last: {last}); "
-                            f"log tail: {server.tail(800).strip()}")
+    raise P.PeerUnavailable(
+        f"not answering after {timeout_s:.0f}s (last: {last}); log tail: {server.tail(800).strip()}"
+    )
 
 
 def bench_server(name: str, model: M.Model, s: Settings, tmp: Path) -> list[dict[str, Any]]:
@@ -223,33 +264,60 @@ def bench_server(name: str, model: M.Model, s: Settings, tmp: Path) -> list[dict
 
     def failed(reason: str, tlist: list[Target] | None = None) -> list[dict[str, Any]]:
         labels = [(t.variant, t.label) for t in (tlist or [])] or [("json", name)]
-        return [{"server": name, "variant": v, "label": lab, "model": model.kind,
-                 "concurrency": c, "status": "failed", "reason": reason}
-                for v, lab in labels for c in s.concurrency]
+        return [
+            {
+                "server": name,
+                "variant": v,
+                "label": lab,
+                "model": model.kind,
+                "concurrency": c,
+                "status": "failed",
+                "reason": reason,
+            }
+            for v, lab in labels
+            for c in s.concurrency
+        ]
 
     try:
         P.ensure_venv(srv)
         workdir = tmp / f"{name}-{model.kind}"
         workdir.mkdir(parents=True, exist_ok=True)
         port = free_port()
-        ln = P.launch(srv, model, name=served, port=port, threads=s.threads, device=s.device,
-                      max_batch=s.max_batch, max_delay_ms=s.max_delay_ms,
-                      n_cpus=max(1, len(s.server_cpus.split(","))), workdir=workdir)
+        ln = P.launch(
+            srv,
+            model,
+            name=served,
+            port=port,
+            threads=s.threads,
+            device=s.device,
+            max_batch=s.max_batch,
+            max_delay_ms=s.max_delay_ms,
+            n_cpus=max(1, len(s.server_cpus.split(","))),
+            workdir=workdir,
+        )
     except P.PeerUnavailable as exc:
         return failed(str(exc))
     tlist = targets(name, model.kind, served, ln.url_path)
     base = f"http://127.0.0.1:{port}"
     t0 = time.monotonic()
-    server = proc.Server(ln.cmd, env=ln.env, cwd=ln.cwd, log=workdir / "server.log",
-                         cpus=s.server_cpus or None, nice=s.nice)
+    server = proc.Server(
+        ln.cmd,
+        env=ln.env,
+        cwd=ln.cwd,
+        log=workdir / "server.log",
+        cpus=s.server_cpus or None,
+        nice=s.nice,
+    )
     try:
         try:
             wait_ready(server, base + tlist[0].path, tlist[0], s.start_timeout_s)
         except P.PeerUnavailable as exc:
             return failed(str(exc), tlist)
         pids = server.pin()
-        log(f"{name}/{model.kind} ready in {time.monotonic() - t0:.1f}s; {len(pids)} "
-            f"processes pinned to CPUs [{s.server_cpus}]")
+        log(
+            f"{name}/{model.kind} ready in {time.monotonic() - t0:.1f}s; {len(pids)} "
+            f"processes pinned to CPUs [{s.server_cpus}]"
+        )
         for t in tlist:
             try:
                 wait_ready(server, base + t.path, t, 30)
@@ -263,22 +331,45 @@ def bench_server(name: str, model: M.Model, s: Settings, tmp: Path) -> list[dict
                 except RuntimeError as exc:
                     rows.append({**failed(str(exc), [t])[0], "concurrency": c})
                     continue
-                row = {"server": name, "variant": t.variant, "label": t.label,
-                       "model": model.kind, "concurrency": c, "status": "ok", **res}
+                row = {
+                    "server": name,
+                    "variant": t.variant,
+                    "label": t.label,
+                    "model": model.kind,
+                    "concurrency": c,
+                    "status": "ok",
+                    **res,
+                }
                 rows.append(row)
-                log(f"  {t.label:26} c={c:<4} {res['rps']:9.1f} req/s  p99 "
+                log(
+                    f"  {t.label:26} c={c:<4} {res['rps']:9.1f} req/s  p99 "
                     f"{res['p99_ms']:8.1f} ms  errors {res['errors']}"
-                    + (f" ({res['first_error']})" if res["errors"] else ""))
+                    + (f" ({res['first_error']})" if res["errors"] else "")
+                )
     finally:
         server.stop()
     return rows
 
 
 def ceiling(model: M.Model, s: Settings) -> dict[str, Any]:
-    cmd = [*proc.prefix(s.server_cpus, s.nice), str(P.MAIN_PY), "-m", "berth_bench.inprocess",
-           "--kind", model.kind, "--path", str(model.path), "--threads", str(s.threads),
-           "--device", s.device, "--batch-sizes", ",".join(map(str, s.ceiling_batches)),
-           "--seconds", str(s.ceiling_s)]
+    cmd = [
+        *proc.prefix(s.server_cpus, s.nice),
+        str(P.MAIN_PY),
+        "-m",
+        "berth_bench.inprocess",
+        "--kind",
+        model.kind,
+        "--path",
+        str(model.path),
+        "--threads",
+        str(s.threads),
+        "--device",
+        s.device,
+        "--batch-sizes",
+        ",".join(map(str, s.ceiling_batches)),
+        "--seconds",
+        str(s.ceiling_s),
+    ]
     env = P.base_env(model, "ceiling", 0, s.threads, s.device, s.max_batch, s.max_delay_ms)
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=P.BENCH, env=env)
     if res.returncode != 0:
@@ -291,19 +382,32 @@ def loadgen_ceiling(s: Settings, tmp: Path) -> dict[str, Any]:
     """The load generator's own max rate: against a canned-response server (cheaper per
     request than any real server) on the server CPUs, at concurrency 32."""
     port = free_port(1)
-    srv = proc.Server([str(P.MAIN_PY), "-m", "berth_bench.canned", str(port)],
-                      env=dict(os.environ), cwd=P.BENCH, log=tmp / "canned.log",
-                      cpus=s.server_cpus or None, nice=s.nice)
+    srv = proc.Server(
+        [str(P.MAIN_PY), "-m", "berth_bench.canned", str(port)],
+        env=dict(os.environ),
+        cwd=P.BENCH,
+        log=tmp / "canned.log",
+        cpus=s.server_cpus or None,
+        nice=s.nice,
+    )
     try:
         time.sleep(1.0)
         srv.pin()
-        t = Target("json", "canned", "/", M.peer_payload("trivial"),
-                   {"Content-Type": "application/json"})
-        res = run_loadgen(f"http://127.0.0.1:{port}/", t, 32,
-                          Settings(**{**asdict(s), "duration_s": 3.0, "warmup_s": 1.0}),
-                          srv, tmp)
-        return {k: res[k] for k in ("rps", "p50_ms", "p99_ms", "errors", "loadgen_cpu_util",
-                                     "server_cpu_s")}
+        t = Target(
+            "json", "canned", "/", M.peer_payload("trivial"), {"Content-Type": "application/json"}
+        )
+        res = run_loadgen(
+            f"http://127.0.0.1:{port}/",
+            t,
+            32,
+            Settings(**{**asdict(s), "duration_s": 3.0, "warmup_s": 1.0}),
+            srv,
+            tmp,
+        )
+        return {
+            k: res[k]
+            for k in ("rps", "p50_ms", "p99_ms", "errors", "loadgen_cpu_util", "server_cpu_s")
+        }
     finally:
         srv.stop()
 
@@ -323,16 +427,21 @@ def environment(s: Settings) -> dict[str, Any]:
         if srv.python().exists():
             vers[name] = P.versions(srv)
     try:
-        git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, cwd=P.REPO).stdout.strip()
+        git = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=P.REPO
+        ).stdout.strip()
     except OSError:
         git = ""
     return {
-        "host": platform.node(), "platform": platform.platform(), "cpu": cpu_model,
-        "cpus_online": os.cpu_count(), "load_avg_at_start": os.getloadavg(),
-        "git_commit": git, "versions": vers,
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "cpu": cpu_model,
+        "cpus_online": os.cpu_count(),
+        "load_avg_at_start": os.getloadavg(),
+        "git_commit": git,
+        "versions": vers,
         "load_generator": "berth_bench.loadgen (Python, uvloop + httptools, closed loop, "
-                          "keep-alive, one process)",
+        "keep-alive, one process)",
     }
 
 
@@ -341,9 +450,11 @@ def main(argv: list[str]) -> int:
     t_start = time.monotonic()
     date = dt.date.today().isoformat()
     s.out.mkdir(parents=True, exist_ok=True)
-    log(f"servers pinned to CPUs [{s.server_cpus or 'any'}], load generator to "
+    log(
+        f"servers pinned to CPUs [{s.server_cpus or 'any'}], load generator to "
         f"[{s.loadgen_cpus or 'any'}]; {s.workers} worker process and {s.threads} torch "
-        f"thread(s) per server; batching max {s.max_batch} / {s.max_delay_ms:g} ms")
+        f"thread(s) per server; batching max {s.max_batch} / {s.max_delay_ms:g} ms"
+    )
     if "berth" in s.servers and s.berth_wait_s > 0:
         exe = P.REPO / ".venv" / "bin" / "berth-runtime"
         deadline = time.monotonic() + s.berth_wait_s
@@ -356,21 +467,25 @@ def main(argv: list[str]) -> int:
 
     def write(done: bool) -> tuple[Path, list[Any], list[Any]]:
         ceil_rps = {k: v["best"] for k, v in ceilings.items() if "best" in v}
-        ceil_cpu = {k: v["best_cpu_s_per_1k"] for k, v in ceilings.items()
-                    if "best_cpu_s_per_1k" in v}
+        ceil_cpu = {
+            k: v["best_cpu_s_per_1k"] for k, v in ceilings.items() if "best_cpu_s_per_1k" in v
+        }
         table = report.ratios(rows, ceil_rps, list(s.models), ceiling_cpu=ceil_cpu)
         goal_rows = report.goals(table)
         doc = {
-            "benchmark": "runtime", "date": date, "mode": "quick" if s.quick else "full",
+            "benchmark": "runtime",
+            "date": date,
+            "mode": "quick" if s.quick else "full",
             "settings": {**asdict(s), "out": str(s.out)},
             "setup": {
                 "pinning": f"every server started unpinned, then its whole process tree pinned "
-                           f"to CPUs [{s.server_cpus}] once it answers, before any measurement; "
-                           f"load generator pinned to [{s.loadgen_cpus}]; nice {s.nice}",
-                "worker_processes": s.workers, "torch_threads": s.threads,
+                f"to CPUs [{s.server_cpus}] once it answers, before any measurement; "
+                f"load generator pinned to [{s.loadgen_cpus}]; nice {s.nice}",
+                "worker_processes": s.workers,
+                "torch_threads": s.threads,
                 "batching": {n: P.SERVERS[n].batching for n in s.servers},
                 "request_bodies": "peers: KServe v1 JSON {'instances': [x]}; Berth: OIP v2 "
-                                  "JSON, OIP v2 binary tensors, OpenAI embeddings",
+                "JSON, OIP v2 binary tensors, OpenAI embeddings",
             },
             "environment": env_info,
             "load_generator_ceiling": lg,
@@ -388,8 +503,10 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="berth-bench-") as tmpname:
         tmp = Path(tmpname)
         lg = loadgen_ceiling(s, tmp)
-        log(f"load generator ceiling: {lg['rps']:.0f} req/s at c=32 "
-            f"(its CPU {100 * lg['loadgen_cpu_util']:.0f}% busy)")
+        log(
+            f"load generator ceiling: {lg['rps']:.0f} req/s at c=32 "
+            f"(its CPU {100 * lg['loadgen_cpu_util']:.0f}% busy)"
+        )
         for kind in s.models:
             model = M.prepare(kind)
             if kind != "trivial":

@@ -39,6 +39,8 @@ if __name__ == "__main__":
     model.load()
     sys.argv = [sys.argv[0]]  # kserve parses its own flags from sys.argv
     kserve.ModelServer(
-        http_port=int(env("BENCH_PORT")), workers=1, enable_grpc=False,
+        http_port=int(env("BENCH_PORT")),
+        workers=1,
+        enable_grpc=False,
         enable_latency_logging=False,
     ).start([model])

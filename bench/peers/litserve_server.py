@@ -44,7 +44,13 @@ if __name__ == "__main__":
         batch_timeout=float(env("BENCH_MAX_DELAY_MS", "5")) / 1000.0,
     )
     accel = "cuda" if env("BENCH_DEVICE", "cpu") == "cuda" else "cpu"
-    server = ls.LitServer(api, accelerator=accel, devices=1, workers_per_device=1,
-                          fast_queue=True, timeout=120)
-    server.run(host="127.0.0.1", port=int(env("BENCH_PORT")), num_api_servers=1,
-               generate_client_file=False, log_level="warning")
+    server = ls.LitServer(
+        api, accelerator=accel, devices=1, workers_per_device=1, fast_queue=True, timeout=120
+    )
+    server.run(
+        host="127.0.0.1",
+        port=int(env("BENCH_PORT")),
+        num_api_servers=1,
+        generate_client_file=False,
+        log_level="warning",
+    )

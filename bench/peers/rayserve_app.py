@@ -23,8 +23,7 @@ MAX_BATCH = int(env("BENCH_MAX_BATCH", "32"))
 MAX_DELAY_S = float(env("BENCH_MAX_DELAY_MS", "5")) / 1000.0
 
 
-@serve.deployment(num_replicas=1, max_ongoing_requests=256,
-                  ray_actor_options={"num_cpus": 1})
+@serve.deployment(num_replicas=1, max_ongoing_requests=256, ray_actor_options={"num_cpus": 1})
 class Bench:
     def __init__(self) -> None:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -41,12 +40,19 @@ class Bench:
 
 
 if __name__ == "__main__":
-    passed = {k: v for k, v in os.environ.items() if k.startswith("BENCH_")
-              or k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    passed = {
+        k: v
+        for k, v in os.environ.items()
+        if k.startswith("BENCH_") or k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    }
     for attempt in range(5):  # Ray's raylet must register within a fixed 30 s
         try:
-            ray.init(num_cpus=int(env("BENCH_RAY_CPUS", "1")), include_dashboard=False,
-                     runtime_env={"env_vars": passed}, logging_level="warning")
+            ray.init(
+                num_cpus=int(env("BENCH_RAY_CPUS", "1")),
+                include_dashboard=False,
+                runtime_env={"env_vars": passed},
+                logging_level="warning",
+            )
             break
         except Exception as exc:  # Ray raises a bare Exception on a slow start
             print(f"ray.init attempt {attempt + 1} failed: {exc}", flush=True)

@@ -38,19 +38,30 @@ def test_summarize_counts_errors_and_rate() -> None:
 
 
 def test_build_request_sets_length_and_keepalive() -> None:
-    host, port, raw = loadgen.build_request("http://127.0.0.1:8080/v2/x?y=1", body=b"abc",
-                                            headers={"Content-Type": "application/json"})
+    host, port, raw = loadgen.build_request(
+        "http://127.0.0.1:8080/v2/x?y=1", body=b"abc", headers={"Content-Type": "application/json"}
+    )
     assert (host, port) == ("127.0.0.1", 8080)
     assert raw.startswith(b"POST /v2/x?y=1 HTTP/1.1\r\n")
     assert b"Content-Length: 3\r\n" in raw and b"Connection: keep-alive" in raw
     assert raw.endswith(b"\r\n\r\nabc")
 
 
-def _row(server: str, model: str, rps: float, p99: float, c: int = 32,
-         variant: str = "json") -> report.Row:
-    return {"server": server, "variant": variant, "label": f"{server} {variant}",
-            "model": model, "concurrency": c, "status": "ok", "rps": rps, "p99_ms": p99,
-            "p50_ms": p99 / 2, "error_rate": 0.0}
+def _row(
+    server: str, model: str, rps: float, p99: float, c: int = 32, variant: str = "json"
+) -> report.Row:
+    return {
+        "server": server,
+        "variant": variant,
+        "label": f"{server} {variant}",
+        "model": model,
+        "concurrency": c,
+        "status": "ok",
+        "rps": rps,
+        "p99_ms": p99,
+        "p50_ms": p99 / 2,
+        "error_rate": 0.0,
+    }
 
 
 def test_ratios_and_goals() -> None:
@@ -60,8 +71,15 @@ def test_ratios_and_goals() -> None:
         _row("kserve", "cnn", 10.0, 300.0),
         _row("litserve", "cnn", 15.0, 200.0),
         _row("berth", "cnn", 36.0, 900.0, c=128, variant="oip-binary"),
-        {"server": "rayserve", "variant": "json", "label": "rayserve", "model": "cnn",
-         "concurrency": 32, "status": "failed", "reason": "boom"},  # failures are ignored
+        {
+            "server": "rayserve",
+            "variant": "json",
+            "label": "rayserve",
+            "model": "cnn",
+            "concurrency": 32,
+            "status": "failed",
+            "reason": "boom",
+        },  # failures are ignored
         _row("berth", "trivial", 800.0, 50.0, variant="oip-json"),
         _row("uvicorn-hello", "trivial", 1000.0, 40.0),
     ]

@@ -27,8 +27,18 @@ def test_loadgen_counts_requests_and_errors() -> None:
     port = _free_port()
     peers = Path(__file__).resolve().parents[2] / "bench" / "peers"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "hello_asgi:app", "--port", str(port),
-         "--log-level", "warning", "--no-access-log"], cwd=peers,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "hello_asgi:app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        cwd=peers,
     )
     try:
         deadline = time.monotonic() + 20
@@ -40,9 +50,16 @@ def test_loadgen_counts_requests_and_errors() -> None:
                 time.sleep(0.1)
 
         def run(path: str, p: int = port) -> loadgen.LoadResult:
-            return asyncio.run(loadgen.run_load(
-                f"http://127.0.0.1:{p}{path}", concurrency=4, duration_s=1.0, warmup_s=0.2,
-                body=b'{"instances":[[1.0]]}', timeout_s=5))
+            return asyncio.run(
+                loadgen.run_load(
+                    f"http://127.0.0.1:{p}{path}",
+                    concurrency=4,
+                    duration_s=1.0,
+                    warmup_s=0.2,
+                    body=b'{"instances":[[1.0]]}',
+                    timeout_s=5,
+                )
+            )
 
         ok = run("/hello")
         assert ok.requests > 50 and ok.errors == 0 and ok.rps == pytest.approx(ok.requests)

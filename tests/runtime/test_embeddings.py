@@ -25,7 +25,9 @@ def direct() -> np.ndarray:
 
 
 @pytest.mark.parametrize("encoding", ["base64", "float"])
-def test_openai_embeddings_equal_direct(embed_server: Server, direct: np.ndarray, encoding: str) -> None:
+def test_openai_embeddings_equal_direct(
+    embed_server: Server, direct: np.ndarray, encoding: str
+) -> None:
     client = openai.OpenAI(base_url=f"{embed_server.url}/v1", api_key="unused", max_retries=0)
     resp = client.embeddings.create(model="minilm", input=TEXTS, encoding_format=encoding)  # type: ignore[arg-type]
     rows = [d.embedding for d in sorted(resp.data, key=lambda d: d.index)]

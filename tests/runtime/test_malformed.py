@@ -20,8 +20,9 @@ def req(**changes: object) -> bytes:
     return orjson.dumps({"inputs": [tensor]})
 
 
-def binary(size: int | None = N * 4, payload: int = N * 4, header_len: str | None = None,
-           **extra: object) -> tuple[bytes, dict[str, str]]:
+def binary(
+    size: int | None = N * 4, payload: int = N * 4, header_len: str | None = None, **extra: object
+) -> tuple[bytes, dict[str, str]]:
     """A binary-extension body: JSON header, then ``payload`` bytes of tensor data."""
     tensor: dict[str, object] = {"name": "input__0", "shape": [1, 3, 16, 16], "datatype": "FP32"}
     if size is not None:
@@ -70,17 +71,35 @@ CASES: list[tuple[str, str, str, dict[str, object], int]] = [
     ("data-object", "POST", INFER, {"content": req(data={"a": 1})}, 400),
     ("data-missing", "POST", INFER, {"content": req(data=None)}, 400),
     ("data-nan-literal", "POST", INFER, {"content": req(data=[0.0]).replace(b"0.0", b"NaN")}, 400),
-    ("id-not-string", "POST", INFER,
-     {"content": orjson.dumps({"id": 5, "inputs": [GOOD]})}, 400),
-    ("parameters-not-object", "POST", INFER,
-     {"content": orjson.dumps({"parameters": [], "inputs": [GOOD]})}, 400),
-    ("binary-output-flag-not-bool", "POST", INFER,
-     {"content": orjson.dumps({"parameters": {"binary_data_output": "yes"}, "inputs": [GOOD]})},
-     400),
-    ("outputs-not-list", "POST", INFER,
-     {"content": orjson.dumps({"inputs": [GOOD], "outputs": {}})}, 400),
-    ("outputs-unknown-name", "POST", INFER,
-     {"content": orjson.dumps({"inputs": [GOOD], "outputs": [{"name": "nope"}]})}, 400),
+    ("id-not-string", "POST", INFER, {"content": orjson.dumps({"id": 5, "inputs": [GOOD]})}, 400),
+    (
+        "parameters-not-object",
+        "POST",
+        INFER,
+        {"content": orjson.dumps({"parameters": [], "inputs": [GOOD]})},
+        400,
+    ),
+    (
+        "binary-output-flag-not-bool",
+        "POST",
+        INFER,
+        {"content": orjson.dumps({"parameters": {"binary_data_output": "yes"}, "inputs": [GOOD]})},
+        400,
+    ),
+    (
+        "outputs-not-list",
+        "POST",
+        INFER,
+        {"content": orjson.dumps({"inputs": [GOOD], "outputs": {}})},
+        400,
+    ),
+    (
+        "outputs-unknown-name",
+        "POST",
+        INFER,
+        {"content": orjson.dumps({"inputs": [GOOD], "outputs": [{"name": "nope"}]})},
+        400,
+    ),
     ("binary-header-not-int", "POST", INFER, b(binary(header_len="abc")), 400),
     ("binary-header-zero", "POST", INFER, b(binary(header_len="0")), 400),
     ("binary-header-past-body", "POST", INFER, b(binary(header_len="99999999")), 400),
@@ -90,23 +109,50 @@ CASES: list[tuple[str, str, str, dict[str, object], int]] = [
     ("binary-size-negative", "POST", INFER, b(binary(size=-4)), 400),
     ("binary-size-not-int", "POST", INFER, b(binary(size="12")), 400),  # type: ignore[arg-type]
     ("binary-trailing-bytes", "POST", INFER, b(binary(payload=N * 4 + 8)), 400),
-    ("binary-and-json-data", "POST", INFER,
-     {"content": orjson.dumps({"inputs": [{**GOOD, "parameters": {"binary_data_size": 4}}]})
-      + b"\0\0\0\0", "headers": {"Inference-Header-Content-Length": str(
-          len(orjson.dumps({"inputs": [{**GOOD, "parameters": {"binary_data_size": 4}}]})))}},
-     400),
+    (
+        "binary-and-json-data",
+        "POST",
+        INFER,
+        {
+            "content": orjson.dumps({"inputs": [{**GOOD, "parameters": {"binary_data_size": 4}}]})
+            + b"\0\0\0\0",
+            "headers": {
+                "Inference-Header-Content-Length": str(
+                    len(orjson.dumps({"inputs": [{**GOOD, "parameters": {"binary_data_size": 4}}]}))
+                )
+            },
+        },
+        400,
+    ),
     ("body-over-limit", "POST", INFER, {"content": b" " * (2 << 20)}, 413),
     ("unknown-model-infer", "POST", "/v2/models/nope/infer", {"content": req()}, 404),
     ("unknown-model-metadata", "GET", "/v2/models/nope", {}, 404),
     ("unknown-model-ready", "GET", "/v2/models/nope/ready", {}, 404),
     ("v1-bad-json", "POST", "/v1/models/cnn:predict", {"content": b"{nope"}, 400),
     ("v1-no-instances", "POST", "/v1/models/cnn:predict", {"content": b'{"x": 1}'}, 400),
-    ("v1-wrong-row-shape", "POST", "/v1/models/cnn:predict", {"content": b'{"instances": [[1, 2]]}'}, 400),
+    (
+        "v1-wrong-row-shape",
+        "POST",
+        "/v1/models/cnn:predict",
+        {"content": b'{"instances": [[1, 2]]}'},
+        400,
+    ),
     ("v1-strings", "POST", "/v1/models/cnn:predict", {"content": b'{"instances": ["a"]}'}, 400),
-    ("v1-unknown-model", "POST", "/v1/models/nope:predict", {"content": b'{"instances": [1]}'}, 404),
+    (
+        "v1-unknown-model",
+        "POST",
+        "/v1/models/nope:predict",
+        {"content": b'{"instances": [1]}'},
+        404,
+    ),
     ("v1-body-over-limit", "POST", "/v1/models/cnn:predict", {"content": b"[" * (2 << 20)}, 413),
-    ("openai-not-embedding-model", "POST", "/v1/embeddings",
-     {"content": b'{"model": "cnn", "input": "hi"}'}, 404),
+    (
+        "openai-not-embedding-model",
+        "POST",
+        "/v1/embeddings",
+        {"content": b'{"model": "cnn", "input": "hi"}'},
+        404,
+    ),
     ("openai-model-missing", "POST", "/v1/embeddings", {"content": b'{"input": "hi"}'}, 400),
     ("get-on-infer", "GET", INFER, {}, 405),
     ("unknown-route", "GET", "/v3/anything", {}, 404),
@@ -123,10 +169,12 @@ def test_corpus_is_big_enough() -> None:
     assert len(CASES) >= 40
 
 
-@pytest.mark.parametrize(("method", "path", "kwargs", "status"), [c[1:] for c in CASES],
-                         ids=[c[0] for c in CASES])
-def test_malformed_request(client: httpx.Client, method: str, path: str,
-                           kwargs: dict[str, object], status: int) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_malformed_request(
+    client: httpx.Client, method: str, path: str, kwargs: dict[str, object], status: int
+) -> None:
     r = client.request(method, path, **kwargs)  # type: ignore[arg-type]
     assert r.status_code == status, r.text
     body = r.json()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from berth_runtime.errors import protocol_of
 
 pytestmark = pytest.mark.unit

@@ -94,7 +94,9 @@ def test_torchscript_loader_refuses(tmp_path: Path, marker: Path, payload: str) 
 def test_export_loader_refuses(tmp_path: Path, marker: Path, payload: str) -> None:
     d = tmp_path / "m"
     d.mkdir()
-    (d / "model.pt2").write_bytes(evil_bytes(marker) if payload == "raw-pickle" else evil_torch_zip(marker))
+    (d / "model.pt2").write_bytes(
+        evil_bytes(marker) if payload == "raw-pickle" else evil_torch_zip(marker)
+    )
     with pytest.raises(ModelLoadError):
         torch_models.load_export("m", d, Manifest(), torch.device("cpu"), torch.float32)
     assert not marker.exists()
@@ -106,8 +108,12 @@ def test_safetensors_loader_refuses_pickle(tmp_path: Path, marker: Path) -> None
     (d / "model.safetensors").write_bytes(evil_bytes(marker))
     with pytest.raises(ModelLoadError):
         torch_models.load_safetensors(
-            "m", d, Manifest(SPEC, factory="berth_test_models:build_slow_double"),
-            torch.device("cpu"), torch.float32, None,
+            "m",
+            d,
+            Manifest(SPEC, factory="berth_test_models:build_slow_double"),
+            torch.device("cpu"),
+            torch.float32,
+            None,
         )
     assert not marker.exists()
 
@@ -116,7 +122,10 @@ def test_server_refuses_to_start_when_weights_only_is_disabled(tmp_path: Path) -
     env = {**os.environ, UNSAFE_ENV: "1"}
     proc = subprocess.run(
         [str(BIN), "serve", "--model-uri", str(tmp_path), "--format", "torchscript", "--name", "m"],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2
     assert UNSAFE_ENV in proc.stderr

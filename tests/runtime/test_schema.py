@@ -19,10 +19,26 @@ ST = Path(sys.executable).parent / "schemathesis"
 
 def test_no_server_errors(ts_server: Server, tmp_path: Path) -> None:
     proc = subprocess.run(
-        [str(ST), "run", f"{ts_server.url}/openapi.json", "--checks", "not_a_server_error",
-         "--max-examples", "15", "--seed", "1", "--no-color", "--request-timeout", "30",
-         "--report-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=240, cwd=tmp_path,
+        [
+            str(ST),
+            "run",
+            f"{ts_server.url}/openapi.json",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "15",
+            "--seed",
+            "1",
+            "--no-color",
+            "--request-timeout",
+            "30",
+            "--report-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout, proc.stdout[-3000:]

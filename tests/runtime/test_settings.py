@@ -19,14 +19,25 @@ def test_defaults() -> None:
 
 def test_environment_fills_and_flags_override() -> None:
     env = {
-        "BERTH_MODEL_URI": "pvc://models/x", "BERTH_FORMAT": "safetensors",
-        "BERTH_MODEL_NAME": "x", "BERTH_PORT": "9000", "BERTH_MAX_BATCH_SIZE": "8",
-        "BERTH_FACTORY": "pkg.mod:build", "BERTH_CACHE_DIR": "/var/cache/berth",
-        "BERTH_THREADS": "2", "BERTH_DTYPE": "bfloat16", "BERTH_AUTH_TOKEN": "t",
+        "BERTH_MODEL_URI": "pvc://models/x",
+        "BERTH_FORMAT": "safetensors",
+        "BERTH_MODEL_NAME": "x",
+        "BERTH_PORT": "9000",
+        "BERTH_MAX_BATCH_SIZE": "8",
+        "BERTH_FACTORY": "pkg.mod:build",
+        "BERTH_CACHE_DIR": "/var/cache/berth",
+        "BERTH_THREADS": "2",
+        "BERTH_DTYPE": "bfloat16",
+        "BERTH_AUTH_TOKEN": "t",
     }
     s = parse_settings(["serve", "--port", "9001"], env)
     assert (s.model_uri, s.format, s.name, s.port) == ("pvc://models/x", "safetensors", "x", 9001)
-    assert (s.max_batch_size, s.factory, s.cache_dir, s.threads) == (8, "pkg.mod:build", "/var/cache/berth", 2)
+    assert (s.max_batch_size, s.factory, s.cache_dir, s.threads) == (
+        8,
+        "pkg.mod:build",
+        "/var/cache/berth",
+        2,
+    )
     assert s.dtype == "bfloat16" and s.resolved_token() == "t"
 
 
@@ -41,7 +52,11 @@ def test_token_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
     ("argv", "env", "message"),
     [
         # each required setting names its flag and its variable
-        (["serve", "--format", "torchscript", "--name", "n"], {}, "--model-uri (or environment BERTH_MODEL_URI)"),
+        (
+            ["serve", "--format", "torchscript", "--name", "n"],
+            {},
+            "--model-uri (or environment BERTH_MODEL_URI)",
+        ),
         (["serve", "--model-uri", "/m", "--name", "n"], {}, "BERTH_FORMAT"),
         (["serve", "--model-uri", "/m", "--format", "torchscript"], {}, "BERTH_MODEL_NAME"),
         ([*BASE[:4], "onnx", *BASE[5:]], {}, "--format must be one of"),

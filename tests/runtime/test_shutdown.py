@@ -26,7 +26,11 @@ async def test_sigterm_drains_inflight_requests(slow_server: Server) -> None:
     async with httpx.AsyncClient(base_url=slow_server.url, timeout=60, limits=limits) as client:
 
         async def one(x: np.ndarray) -> httpx.Response:
-            body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": x.ravel().tolist()}]}
+            body = {
+                "inputs": [
+                    {"name": "x", "shape": [1, 4], "datatype": "FP32", "data": x.ravel().tolist()}
+                ]
+            }
             return await client.post("/v2/models/slow/infer", json=body)
 
         tasks = [asyncio.create_task(one(x)) for x in xs]
