@@ -17,7 +17,7 @@ help:
 	@echo "make lint    ruff + mypy"
 
 $(UV):
-	@command -v uv >/dev/null 2>&1 || python3 -m pip install --user --quiet uv
+	@command -v uv >/dev/null 2>&1 || python3 -m pip install --user --quiet uv || python3 -m pip install --user --quiet --break-system-packages uv
 
 .venv/.synced: pyproject.toml uv.lock | $(UV)
 	@echo "[make] installing Python dependencies into .venv (first time: large download of PyTorch, cached in ~/.cache/uv)"
