@@ -20,8 +20,10 @@ import torch
 
 from berth_runtime.datatypes import NUMPY, TORCH_TO_OIP
 from berth_runtime.errors import ModelLoadError
+from berth_runtime.export_check import check_pt2
 from berth_runtime.manifest import Manifest, TensorSpec
 from berth_runtime.models.base import ServedModel
+from berth_runtime.safety import check_factory
 
 log = logging.getLogger("berth.models")
 
@@ -194,6 +196,7 @@ def load_export(
     name: str, path: Path, manifest: Manifest, device: torch.device, dtype: torch.dtype
 ) -> TorchModel:
     file = _one(path, (".pt2",), "torch.export")
+    check_pt2(file)  # refuses pickled, opaque and native-code entries before torch reads any
     try:
         ep = torch.export.load(str(file))
     except Exception as exc:
@@ -227,8 +230,9 @@ def load_export(
     )
 
 
-def import_factory(ref: str) -> Callable[..., Any]:
-    """Import ``module:function``; the module must be importable from sys.path."""
+def import_factory(ref: str, allow: tuple[str, ...]) -> Callable[..., Any]:
+    """Import ``module:function``; the module must be under an allowed prefix and importable."""
+    check_factory(ref, allow)
     mod_name, _, fn_name = ref.partition(":")
     try:
         fn = getattr(importlib.import_module(mod_name), fn_name)
@@ -246,22 +250,29 @@ def load_safetensors(
     device: torch.device,
     dtype: torch.dtype,
     factory: str | None,
+    factory_allow: tuple[str, ...] = (),
 ) -> TorchModel:
+    """Weights from safetensors, module from ``factory``, which comes only from the command
+    line (the ModelDeployment), never from the model folder, and must be allow-listed."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    ref = factory or manifest.factory
-    if not ref:
+    if manifest.factory and manifest.factory != factory:
         raise ModelLoadError(
-            "safetensors models need --factory module:function (or factory in berth.json)"
+            f"berth.json names factory {manifest.factory!r}; a model folder cannot choose code "
+            "to run. Pass --factory (spec.model.factory) instead"
         )
+    ref = factory
+    if not ref:
+        raise ModelLoadError("safetensors models need --factory module:function")
+    check_factory(ref, factory_allow)
     state: dict[str, torch.Tensor] = {}
     for file in _find(path, (".safetensors",), "safetensors"):
         try:
             state.update(load_file(str(file), device="cpu"))
         except (SafetensorError, OSError, ValueError) as exc:
             raise ModelLoadError(f"{file.name} is not a valid safetensors file: {exc}") from exc
-    module = import_factory(ref)(**manifest.factory_kwargs)
+    module = import_factory(ref, factory_allow)(**manifest.factory_kwargs)
     if not isinstance(module, torch.nn.Module):
         raise ModelLoadError(f"factory {ref!r} returned {type(module).__name__}, not an nn.Module")
     try:
