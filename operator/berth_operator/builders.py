@@ -199,6 +199,10 @@ def _env(md: Mapping[str, Any], source: ModelSource, settings: Settings) -> list
     }
     if model.get("factory"):
         env["BERTH_FACTORY"] = model["factory"]
+    # Inline tensor specs (spec.model.inputs/outputs) override the model folder's berth.json.
+    for key, var in (("inputs", "BERTH_INPUTS"), ("outputs", "BERTH_OUTPUTS")):
+        if model.get(key):
+            env[var] = json.dumps(model[key], separators=(",", ":"))
     return [{"name": k, "value": v} for k, v in env.items()]
 
 

@@ -77,3 +77,19 @@ def write_slow_double(dest: Path, delay_s: float = 0.05) -> Path:
     }
     (dest / "berth.json").write_text(json.dumps(manifest))
     return dest
+
+
+class Pair(nn.Module):
+    """Two inputs of any shape: ``left + right`` (``right`` cast to float)."""
+
+    def forward(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+        return left + right.float()
+
+
+def write_bare_pair(dest: Path) -> Path:
+    """A TorchScript file and nothing else: no berth.json (a newcomer's first try)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.script(Pair()).save(str(dest / "pair.pt"))
+    return dest
