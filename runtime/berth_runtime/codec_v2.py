@@ -296,8 +296,6 @@ def _requested(req: dict[str, Any], outputs: Sequence[TensorSpec]) -> list[tuple
     if not isinstance(raw, list):
         raise BadRequest("outputs must be a list")
     names = {s.name: i for i, s in enumerate(outputs)}
-    if len(raw) > len(names):
-        raise BadRequest(f"outputs has {len(raw)} entries; the model has {len(names)} outputs")
     chosen: list[tuple[int, bool]] = []
     seen: set[str] = set()
     for j, item in enumerate(raw):
