@@ -44,6 +44,14 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
 
 
+def redact(url: str) -> str:
+    """The URL without user-info, for messages and logs."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
+
+
 def limits(settings: Settings) -> Limits:
     """The download and archive caps from the runtime settings."""
     return Limits(
@@ -142,11 +150,11 @@ def fetch_http(uri: str, cache_dir: Path, lim: Limits | None = None) -> Path:
     parts = urlsplit(uri)
     frag = parts.fragment
     if not frag.startswith("sha256="):
-        raise ModelLoadError(f"HTTP model URIs must end with #sha256=<hex digest>: {uri!r}")
+        raise ModelLoadError(f"HTTP model URIs must end with #sha256=<hex digest>: {redact(uri)!r}")
     lim = lim or Limits()
     want = frag.removeprefix("sha256=").lower()
     if not _SHA256.match(want):
-        raise ModelLoadError(f"#sha256= must be 64 hex characters in {uri!r}")
+        raise ModelLoadError(f"#sha256= must be 64 hex characters in {redact(uri)!r}")
     filename = Path(unquote(parts.path)).name or "model"
     blob_dir = cache_dir / "blobs" / want
     target = blob_dir / filename
@@ -155,6 +163,7 @@ def fetch_http(uri: str, cache_dir: Path, lim: Limits | None = None) -> Path:
         return target
     blob_dir.mkdir(parents=True, exist_ok=True)
     url = parts._replace(fragment="").geturl()
+    shown = redact(url)
     h = hashlib.sha256()
     fd, tmp_name = tempfile.mkstemp(prefix=".dl-", dir=blob_dir)
     try:
@@ -163,16 +172,16 @@ def fetch_http(uri: str, cache_dir: Path, lim: Limits | None = None) -> Path:
             httpx.stream("GET", url, follow_redirects=True, timeout=60.0) as resp,
         ):
             if resp.status_code != 200:
-                raise ModelLoadError(f"GET {url} returned HTTP {resp.status_code}")
+                raise ModelLoadError(f"GET {shown} returned HTTP {resp.status_code}")
             length = resp.headers.get("content-length")
             declared = int(length) if length and length.isascii() and length.isdigit() else None
             if declared is not None:
-                check_download(url, declared, lim, blob_dir)
+                check_download(shown, declared, lim, blob_dir)
             progress = _Progress(filename, declared)
             for chunk in resp.iter_bytes(_CHUNK):
                 if progress.done + len(chunk) > lim.max_download_bytes:
                     raise ModelLoadError(
-                        f"{url} sent more than the download limit of {lim.max_download_bytes} "
+                        f"{shown} sent more than the download limit of {lim.max_download_bytes} "
                         "bytes (--max-download-bytes / BERTH_MAX_DOWNLOAD_BYTES); refused"
                     )
                 h.update(chunk)
@@ -181,10 +190,12 @@ def fetch_http(uri: str, cache_dir: Path, lim: Limits | None = None) -> Path:
             progress.finish()
         got = h.hexdigest()
         if got != want:
-            raise ModelLoadError(f"sha256 mismatch for {url}: expected {want}, got {got}; refused")
+            raise ModelLoadError(
+                f"sha256 mismatch for {shown}: expected {want}, got {got}; refused"
+            )
         os.replace(tmp_name, target)
     except httpx.HTTPError as exc:
-        raise ModelLoadError(f"cannot download {url}: {exc}") from exc
+        raise ModelLoadError(f"cannot download {shown}: {str(exc).replace(url, shown)}") from exc
     finally:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)

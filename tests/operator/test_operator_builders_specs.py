@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from berth_operator import builders
+from berth_operator.errors import RenderError
 from berth_operator.settings import Settings
 from berth_runtime.manifest import TensorSpec
 from berth_runtime.settings import parse_settings
@@ -50,3 +51,25 @@ def test_inline_specs_become_runtime_settings() -> None:
 def test_no_inline_specs_no_variables() -> None:
     env = env_of({"uri": "file:///models/m.pt", "format": "torchscript"})
     assert "BERTH_INPUTS" not in env and "BERTH_OUTPUTS" not in env
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "https://user:pw@host/m.pt#sha256=" + "a" * 64,
+        "s3://key:secret@bucket/m.pt",
+        "gs://token@bucket/m.pt",
+    ],
+)
+def test_credentials_in_uri_refused_without_echo(uri: str) -> None:
+    # The CRD refuses these; the builder does not trust that it ran, and never repeats them.
+    with pytest.raises(RenderError) as info:
+        env_of({"uri": uri, "format": "torchscript"})
+    assert info.value.field == "spec.model.uri"
+    assert "credentials" in str(info.value) and "pw" not in str(info.value)
+    assert "secret" not in str(info.value) and "token" not in str(info.value)
+
+
+def test_at_sign_in_path_is_not_credentials() -> None:
+    env = env_of({"uri": "https://host/a@b/m.pt#sha256=" + "a" * 64, "format": "torchscript"})
+    assert env["BERTH_MODEL_URI"].startswith("https://host/a@b/")

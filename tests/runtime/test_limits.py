@@ -89,3 +89,11 @@ def test_download_over_cap_refused_before_writing(tmp_path: Path) -> None:
         # Under the cap it downloads and verifies as before.
         got = sources.resolve(f"{base}/m.pt#sha256={digest}", cache, tmp_path)
     assert got.read_bytes() == blob
+
+
+def test_credentials_in_a_url_never_reach_messages(tmp_path: Path) -> None:
+    # The CRD refuses user-info; a standalone runtime given one still never prints it.
+    uri = "http://user:hunter2@127.0.0.1:9/m.pt#sha256=" + "0" * 64
+    with pytest.raises(ModelLoadError) as info:
+        sources.resolve(uri, tmp_path / "cache", tmp_path)
+    assert "hunter2" not in str(info.value) and "***@127.0.0.1:9" in str(info.value)
