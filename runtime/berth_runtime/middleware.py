@@ -209,7 +209,36 @@ class ObserveMiddleware:
                 header_length = value.decode("latin-1")
             elif key == b"content-type":
                 media_type = value
-        held = [0]  # bytes this request holds in the in-flight budget
+        held = [0]  # bytes this request holds in the in-flight budget, until it is answered
+        try:
+            return await self._answer(
+                handler,
+                reads_body,
+                scope,
+                receive,
+                send,
+                protocol,
+                declared,
+                media_type,
+                header_length,
+                held,
+            )
+        finally:
+            self.inflight_bytes -= held[0]
+
+    async def _answer(
+        self,
+        handler: FastHandler,
+        reads_body: bool,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        protocol: str,
+        declared: bytes | None,
+        media_type: bytes | None,
+        header_length: str | None,
+        held: list[int],
+    ) -> int:
         try:
             body = b""
             if reads_body:
@@ -229,8 +258,6 @@ class ObserveMiddleware:
             crash = InternalError()
             log.exception("internal error %s on %s", crash.error_id, scope["path"])
             return await _send_error(send, protocol, crash)
-        finally:
-            self.inflight_bytes -= held[0]
         await _send(send, 200, content, media, extra)
         return 200
 
