@@ -197,3 +197,33 @@ def test_foreign_sentence_transformers_module_is_refused(tmp_path: Path) -> None
 def test_sentence_transformers_floor() -> None:
     text = (REPO / "pyproject.toml").read_text()
     assert '"sentence-transformers>=6.0"' in text
+
+
+def test_loading_forces_weights_only_even_for_weights_only_false(tmp_path: Path) -> None:
+    # After the loader ran, a library calling torch.load(weights_only=False) on a hostile
+    # file (as torch.export's own loader does) still gets the weights-only unpickler.
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    buf = io.BytesIO()
+    torch.save({"w": Evil(marker)}, buf)
+    evil.write_bytes(buf.getvalue())
+    code = f"""
+import torch
+from berth_runtime.models.loader import load_model
+from berth_runtime.settings import Settings
+try:
+    load_model(Settings(model_uri={str(tmp_path / "none")!r}, format="torchscript", name="m"),
+               torch.device("cpu"))
+except Exception as exc:
+    print("load refused:", type(exc).__name__)
+try:
+    torch.load({str(evil)!r}, weights_only=False)
+    print("UNPICKLED")
+except Exception as exc:
+    print("refused:", type(exc).__name__)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert "refused: UnpicklingError" in out.stdout, out.stdout + out.stderr
+    assert not marker.exists()
