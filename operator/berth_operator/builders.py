@@ -156,6 +156,12 @@ def parse_model_uri(uri: str, settings: Settings) -> ModelSource:
         raise RenderError("spec.model.uri", f"scheme must be one of {', '.join(_SCHEMES)}")
     if _TRAVERSAL.search(uri.lower()):
         raise RenderError("spec.model.uri", "must not contain a '..' path segment")
+    if "@" in re.split(r"[/?#]", rest, maxsplit=1)[0]:
+        raise RenderError(
+            "spec.model.uri",
+            "must not carry credentials (user:password@host); credentials from a Secret "
+            "referenced by the ModelDeployment are planned",
+        )
     if scheme == "https" and not _PIN.search(uri):
         raise RenderError("spec.model.uri", "https:// needs a #sha256=<64 hex> pin")
     if scheme != "pvc":
@@ -199,6 +205,10 @@ def _env(md: Mapping[str, Any], source: ModelSource, settings: Settings) -> list
     }
     if model.get("factory"):
         env["BERTH_FACTORY"] = model["factory"]
+    # Inline tensor specs (spec.model.inputs/outputs) override the model folder's berth.json.
+    for key, var in (("inputs", "BERTH_INPUTS"), ("outputs", "BERTH_OUTPUTS")):
+        if model.get(key):
+            env[var] = json.dumps(model[key], separators=(",", ":"))
     return [{"name": k, "value": v} for k, v in env.items()]
 
 

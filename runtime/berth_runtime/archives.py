@@ -2,9 +2,11 @@
 
 Every entry is checked before anything is written: absolute names, ``..`` components,
 links whose target leaves the destination, and device or fifo entries are refused, and
-the whole archive is refused with them. Extraction goes to a temporary directory inside
-the cache and is renamed into place only when it succeeded, so a refused archive leaves
-nothing behind.
+the whole archive is refused with them. Before anything is written the archive is also
+measured against :class:`Limits`: entry count, total uncompressed size, compression ratio
+and the free space on the cache's disk, so a bomb is refused before the disk fills.
+Extraction goes to a temporary directory inside the cache and is renamed into place only
+when it succeeded, so a refused archive leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -16,11 +18,49 @@ import stat
 import tarfile
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from berth_runtime.errors import ModelLoadError
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps on what a model source may put on disk; generous defaults for multi-GB models."""
+
+    max_download_bytes: int = 200 * 1024**3
+    max_unpacked_bytes: int = 200 * 1024**3
+    max_entries: int = 100_000
+    max_ratio: float = 200.0
+
+
+def check_size(archive: Path, total: int, entries: int, limits: Limits, dest_dir: Path) -> None:
+    """Refuse an archive over the caps, or one that would not fit on the cache's disk."""
+    name = archive.name
+    if entries > limits.max_entries:
+        raise ModelLoadError(
+            f"{name} has more than {limits.max_entries} entries "
+            "(limit --max-archive-entries / BERTH_MAX_ARCHIVE_ENTRIES); refused"
+        )
+    if total > limits.max_unpacked_bytes:
+        raise ModelLoadError(
+            f"{name} unpacks to {total} bytes, over the limit of {limits.max_unpacked_bytes} "
+            "(--max-unpacked-bytes / BERTH_MAX_UNPACKED_BYTES); refused"
+        )
+    packed = max(archive.stat().st_size, 1)
+    if total > 1 << 20 and total / packed > limits.max_ratio:
+        raise ModelLoadError(
+            f"{name} unpacks to {total} bytes from {packed}, a compression ratio of "
+            f"{total / packed:.0f}, over the limit of {limits.max_ratio:g} "
+            "(--max-compression-ratio / BERTH_MAX_COMPRESSION_RATIO); refused"
+        )
+    free = shutil.disk_usage(dest_dir).free
+    if total > free:
+        raise ModelLoadError(
+            f"{name} unpacks to {total} bytes but the cache disk has {free} bytes free; refused"
+        )
 
 
 def is_archive(path: Path) -> bool:
@@ -52,22 +92,39 @@ def _check_link(name: str, target: str, hard: bool) -> None:
         raise ModelLoadError(f"archive link {name!r} -> {target!r} points outside; refused")
 
 
-def _check_tar(tar: tarfile.TarFile) -> None:
-    for member in tar.getmembers():
+def _check_tar(tar: tarfile.TarFile, limits: Limits) -> tuple[int, int]:
+    """Check every entry; returns (total bytes, entries). Stops reading past max_entries."""
+    total = entries = 0
+    for member in tar:
+        entries += 1
+        if entries > limits.max_entries:
+            break
         name = _check_name(member.name)
         if member.issym() or member.islnk():
             _check_link(name, member.linkname, hard=member.islnk())
         elif not (member.isfile() or member.isdir()):
             raise ModelLoadError(f"archive entry {member.name!r} is a device or fifo; refused")
+        total += member.size if member.isfile() else 0
+        if total > limits.max_unpacked_bytes:
+            break  # check_size names the limit; no need to read further
+    return total, entries
 
 
-def _check_zip(zf: zipfile.ZipFile) -> None:
-    for info in zf.infolist():
+def _check_zip(zf: zipfile.ZipFile, limits: Limits) -> tuple[int, int]:
+    infos = zf.infolist()
+    if len(infos) > limits.max_entries:
+        return 0, len(infos)
+    total = 0
+    for info in infos:
         name = _check_name(info.filename)
         mode = info.external_attr >> 16
         if stat.S_ISLNK(mode):
+            if info.file_size > 4096:
+                raise ModelLoadError(f"archive link {info.filename!r} is too long; refused")
             target = zf.read(info).decode("utf-8", "replace")
             _check_link(name, target, hard=False)
+        total += info.file_size  # zipfile never writes more than an entry declares
+    return total, len(infos)
 
 
 def _assert_inside(root: Path) -> None:
@@ -80,25 +137,27 @@ def _assert_inside(root: Path) -> None:
                 raise ModelLoadError(f"archive entry {entry!r} resolves outside; refused")
 
 
-def extract(archive: Path, dest: Path) -> Path:
+def extract(archive: Path, dest: Path, limits: Limits | None = None) -> Path:
     """Unpack ``archive`` into ``dest`` (which must not exist yet) and return ``dest``.
 
-    Raises :class:`ModelLoadError` and writes nothing at ``dest`` when any entry is unsafe.
+    Raises :class:`ModelLoadError` and writes nothing at ``dest`` when any entry is unsafe
+    or the archive is over ``limits``.
     """
+    limits = limits or Limits()
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=dest.parent))
     try:
         name = archive.name.lower()
         if name.endswith(".zip"):
             with zipfile.ZipFile(archive) as zf:
-                _check_zip(zf)
+                check_size(archive, *_check_zip(zf, limits), limits, dest.parent)
                 for info in zf.infolist():
                     if stat.S_ISLNK(info.external_attr >> 16):
                         continue  # checked above; we do not materialise zip symlinks
                     zf.extract(info, tmp)
         else:
             with tarfile.open(archive, "r:*") as tar:
-                _check_tar(tar)
+                check_size(archive, *_check_tar(tar, limits), limits, dest.parent)
                 tar.extractall(tmp, filter="data")
         _assert_inside(tmp)
         os.replace(tmp, dest)

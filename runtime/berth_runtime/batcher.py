@@ -17,6 +17,7 @@ request cannot fail its neighbours.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import queue
 import threading
@@ -35,6 +36,8 @@ from berth_runtime.models.base import ServedModel
 log = logging.getLogger("berth.batcher")
 
 Outputs = list[np.ndarray]
+ARRIVAL: contextvars.ContextVar[float | None] = contextvars.ContextVar("arrival", default=None)
+"""perf_counter() when the request arrived (set by the middleware): deadlines count from it."""
 PIPELINE = 2  # batches handed to the worker at once: one running, one ready behind it
 
 
@@ -120,12 +123,19 @@ class Batcher:
             raise Overloaded(f"queue is full ({self.max_queue} requests waiting); retry later")
         loop = self._loop
         assert loop is not None
+        now = time.perf_counter()
+        arrival = ARRIVAL.get()
+        remaining = self.timeout_s - (now - arrival if arrival is not None else 0.0)
+        if remaining <= 0:
+            raise DeadlineExceeded(
+                f"request did not finish within {self.timeout_s * 1000:.0f} ms of its arrival"
+            )
         fut: asyncio.Future[Outputs] = loop.create_future()
-        self.pending.append(Work(inputs, rows, key, fut))
+        self.pending.append(Work(inputs, rows, key, fut, now))
         self._rows += rows
         self.metrics.queue_depth.inc()
         self._arrived.set()
-        timer = loop.call_later(self.timeout_s, _expire, fut, self.timeout_s)
+        timer = loop.call_later(remaining, _expire, fut, self.timeout_s)
         try:
             return await fut
         finally:

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from berth_runtime.errors import ModelLoadError
-from berth_runtime.safety import refuse_unsafe_environment
+from berth_runtime.safety import force_weights_only
 from berth_runtime.settings import SettingsError, parse_settings
 
 
@@ -24,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        refuse_unsafe_environment(os.environ)
+        force_weights_only(os.environ)  # every torch.load in this process is weights-only
         settings.resolved_token()
     except (ModelLoadError, SettingsError, OSError) as exc:
         print(f"berth-runtime: {exc}", file=sys.stderr)

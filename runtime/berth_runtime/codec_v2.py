@@ -20,7 +20,7 @@ import orjson
 import torch
 
 from berth_runtime.datatypes import NUMPY, oip_of_numpy
-from berth_runtime.errors import BadRequest
+from berth_runtime.errors import BadRequest, PayloadTooLarge
 from berth_runtime.manifest import TensorSpec
 
 HEADER = "inference-header-content-length"
@@ -45,63 +45,117 @@ def _loads(raw: bytes | memoryview) -> Any:
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
 
 
+MAX_RANK = 16
+
+
+def check_rows(rows: int, where: str, max_rows: int) -> None:
+    """413 naming the limit when one request carries more rows than --max-rows."""
+    if rows > max_rows:
+        raise PayloadTooLarge(
+            f"{where} has {rows} rows; at most {max_rows} rows per request "
+            "(--max-rows / BERTH_MAX_ROWS)"
+        )
+
+
 def _shape(
-    raw: Any, where: str, spec: TensorSpec, max_elements: int
+    raw: Any, where: str, spec: TensorSpec, max_elements: int, max_rows: int
 ) -> tuple[tuple[int, ...], int]:
-    if not isinstance(raw, list) or not all(type(d) is int for d in raw):
-        raise BadRequest(f"{where}.shape must be a list of integers")
-    if len(raw) != len(spec.shape):
+    if not isinstance(raw, list) or not raw or not all(type(d) is int for d in raw):
+        raise BadRequest(f"{where}.shape must be a non-empty list of integers")
+    if spec.shape and len(raw) != len(spec.shape):
         raise BadRequest(
             f"{where}.shape must have {len(spec.shape)} dimensions {list(spec.shape)}, got {raw}"
         )
-    for i, (got, want) in enumerate(zip(raw, spec.shape, strict=True)):
+    if len(raw) > MAX_RANK:
+        raise BadRequest(f"{where}.shape has {len(raw)} dimensions; at most {MAX_RANK}")
+    for i, got in enumerate(raw):
+        want = spec.shape[i] if spec.shape else -1
         if got < 0:
             raise BadRequest(f"{where}.shape[{i}] must not be negative, got {got}")
         if want > 0 and got != want:
             raise BadRequest(f"{where}.shape[{i}] must be {want}, got {got}")
     if raw[0] < 1:
         raise BadRequest(f"{where}.shape[0] (batch) must be at least 1")
+    check_rows(raw[0], f"{where}.shape[0]", max_rows)
     n = math.prod(raw)
     if n > max_elements:
         raise BadRequest(
-            f"{where}.shape declares {n} elements; at most {max_elements} fit the body limit"
+            f"{where}.shape declares {n} elements; at most {max_elements} fit in this body"
         )
     return tuple(raw), n
+
+
+_INT_KINDS = "iu"
+_FLOAT_TYPES = ("FP16", "FP32", "FP64", "BF16")
+
+
+def typed_array(data: Any, where: str, datatype: str) -> np.ndarray:
+    """JSON values -> an array of ``datatype``, refusing every silent coercion.
+
+    Parsed without a dtype first, so null, strings, booleans for numbers, ragged lists,
+    fractions for integers and out-of-range values are caught (numpy would turn null into
+    NaN, "1" into 1, 1.5 into 1 and 300 into 44 for INT8), then cast.
+    """
+    try:
+        if datatype == "BYTES":
+            flat = np.array(data, dtype=object)
+            if flat.dtype != np.object_ or not all(isinstance(x, str) for x in flat.reshape(-1)):
+                raise BadRequest(f"{where} must hold strings for BYTES")
+            return flat
+        raw = np.asarray(data)
+    except BadRequest:
+        raise
+    except (ValueError, TypeError, OverflowError):
+        raise BadRequest(f"{where} must be a regular (not ragged) list of {datatype}") from None
+    kind = raw.dtype.kind
+    if datatype == "BOOL":
+        if kind != "b":
+            raise BadRequest(f"{where} must hold true/false for BOOL")
+        return raw
+    if datatype in _FLOAT_TYPES:
+        if kind not in "iuf":
+            raise BadRequest(
+                f"{where} must hold numbers (not null, strings or booleans) for {datatype}"
+            )
+        if datatype == "BF16":
+            f32 = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32))
+            return f32.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+        with np.errstate(over="ignore"):
+            arr = raw.astype(NUMPY[datatype], copy=False)
+        if kind == "f" and arr.size and not np.isfinite(arr).all() and np.isfinite(raw).all():
+            raise BadRequest(f"{where} holds a value out of range for {datatype}")
+        return arr
+    if kind not in _INT_KINDS:
+        raise BadRequest(
+            f"{where} must hold integers (not fractions, null, strings or booleans) for {datatype}"
+        )
+    target = NUMPY[datatype]
+    if raw.size:
+        info = np.iinfo(target)  # type: ignore[type-var]
+        lo, hi = int(raw.min()), int(raw.max())
+        if lo < info.min or hi > info.max:
+            raise BadRequest(
+                f"{where} holds {lo if lo < info.min else hi}, out of range for {datatype} "
+                f"[{info.min}, {info.max}]"
+            )
+    return raw.astype(target, copy=False)
 
 
 def _json_data(data: Any, where: str, datatype: str, shape: tuple[int, ...], n: int) -> np.ndarray:
     if not isinstance(data, list):
         data = [data]
-    try:
-        if datatype == "BYTES":
-            flat = np.array(data, dtype=object).reshape(-1)
-            if not all(isinstance(x, str) for x in flat):
-                raise BadRequest(f"{where}.data must hold strings for BYTES")
-            arr = flat
-        else:
-            # Parse without a dtype first so null, strings and ragged lists are caught
-            # (numpy would quietly turn null into NaN), then cast.
-            raw = np.asarray(data)
-            if raw.dtype.kind not in ("b" if datatype == "BOOL" else "biuf"):
-                raise BadRequest(
-                    f"{where}.data must be "
-                    + ("true/false" if datatype == "BOOL" else f"numbers of datatype {datatype}")
-                )
-            if datatype == "BF16":
-                f32 = torch.from_numpy(raw.astype(np.float32).reshape(-1))
-                arr = f32.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
-            else:
-                arr = raw.astype(NUMPY[datatype], copy=False)
-    except BadRequest:
-        raise
-    except (ValueError, TypeError, OverflowError):
-        raise BadRequest(f"{where}.data must be numbers of datatype {datatype}") from None
+    arr = typed_array(data, f"{where}.data", datatype).reshape(-1)
     if arr.size != n:
         raise BadRequest(f"{where}.data has {arr.size} elements; shape {list(shape)} needs {n}")
     return arr.reshape(shape)
 
 
 def _bytes_elements(buf: bytes, offset: int, size: int, n: int, where: str) -> np.ndarray:
+    if n * 4 > size:  # every element carries a 4-byte length: check before allocating
+        raise BadRequest(
+            f"{where}.shape declares {n} BYTES elements but binary_data_size {size} holds at "
+            f"most {size // 4}"
+        )
     out = np.empty(n, dtype=object)
     pos, end = offset, offset + size
     for i in range(n):
@@ -124,11 +178,16 @@ def decode(
     inputs: Sequence[TensorSpec],
     outputs: Sequence[TensorSpec],
     max_elements: int,
+    max_rows: int,
 ) -> InferRequest:
     """Decode and validate one v2 infer request body."""
     offset = 0
     if header_length is not None:
-        if not header_length.isdigit() or not 0 < int(header_length) <= len(body):
+        if (
+            not header_length.isascii()
+            or not header_length.isdigit()
+            or not 0 < int(header_length) <= len(body)
+        ):
             raise BadRequest(
                 f"Inference-Header-Content-Length must be an integer between 1 and the body "
                 f"length {len(body)}, got {header_length!r}"
@@ -143,7 +202,7 @@ def decode(
     raw_inputs = req.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise BadRequest("inputs must be a non-empty list")
-    if len(raw_inputs) != len(inputs):
+    if len(raw_inputs) > len(inputs):
         names = [s.name for s in inputs]
         raise BadRequest(f"inputs must have {len(inputs)} entries {names}, got {len(raw_inputs)}")
     req_id = req.get("id")
@@ -160,9 +219,7 @@ def decode(
         name = item.get("name")
         if not isinstance(name, str):
             raise BadRequest(f"{where}.name must be a string")
-        if len(inputs) == 1:
-            idx = 0
-        elif name in by_name:
+        if name in by_name:
             idx = by_name[name]
         else:
             raise BadRequest(
@@ -174,7 +231,8 @@ def decode(
         datatype = item.get("datatype")
         if datatype != spec.datatype:
             raise BadRequest(f"{where}.datatype must be {spec.datatype}, got {datatype!r}")
-        shape, n = _shape(item.get("shape"), where, spec, max_elements)
+        budget = len(body) - offset if "data" not in item else len(body)
+        shape, n = _shape(item.get("shape"), where, spec, min(max_elements, budget), max_rows)
         params = item.get("parameters")
         size = params.get("binary_data_size") if isinstance(params, dict) else None
         if size is not None:
@@ -211,6 +269,9 @@ def decode(
             raise BadRequest(f"{where}.shape[0] is {shape[0]}; every input must have {rows} rows")
         arrays[idx] = arr
         key[idx] = (datatype, shape[1:])
+    missing = [s.name for s, a in zip(inputs, arrays, strict=True) if a is None]
+    if missing:
+        raise BadRequest(f"inputs is missing {missing}; the model takes {[s.name for s in inputs]}")
     if offset != len(body):
         raise BadRequest(
             f"body has {len(body) - offset} bytes of binary data that no input claims "
@@ -236,10 +297,14 @@ def _requested(req: dict[str, Any], outputs: Sequence[TensorSpec]) -> list[tuple
         raise BadRequest("outputs must be a list")
     names = {s.name: i for i, s in enumerate(outputs)}
     chosen: list[tuple[int, bool]] = []
+    seen: set[str] = set()
     for j, item in enumerate(raw):
         name = item.get("name") if isinstance(item, dict) else None
         if not isinstance(name, str) or name not in names:
             raise BadRequest(f"outputs[{j}].name must be one of {list(names)}, got {name!r}")
+        if name in seen:
+            raise BadRequest(f"outputs[{j}].name {name!r} appears twice")
+        seen.add(name)
         p = item.get("parameters") or {}
         if not isinstance(p, dict):
             raise BadRequest(f"outputs[{j}].parameters must be an object")

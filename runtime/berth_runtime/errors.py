@@ -52,8 +52,32 @@ class PayloadTooLarge(BerthError):
     kind = "invalid_request_error"
 
 
+class RequestTimeout(BerthError):
+    """The client did not send its whole body in time (408)."""
+
+    status = 408
+    kind = "timeout_error"
+
+
+class UnsupportedMediaType(BerthError):
+    """The body's Content-Type is neither JSON nor the binary tensor type (415)."""
+
+    status = 415
+    kind = "invalid_request_error"
+
+
+class Busy(BerthError):
+    """Too many requests are being handled at once; retry later (503 with Retry-After)."""
+
+    status = 503
+    kind = "unavailable_error"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
 class Overloaded(BerthError):
-    """The bounded queue is full; the client should retry later (429)."""
+    """The bounded queue or the in-flight byte budget is full; retry later (429)."""
 
     status = 429
     kind = "rate_limit_error"

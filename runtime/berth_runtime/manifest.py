@@ -1,11 +1,12 @@
-"""The optional ``berth.json`` manifest next to the model file, and tensor specs.
+"""The optional ``berth.json`` manifest next to the model file, inline specs, tensor specs.
 
-Example (TorchScript needs ``inputs`` because a scripted module does not record shapes)::
+Torch-free, so settings can validate ``--inputs``/``--outputs`` before torch is imported.
+Inline specs (``--inputs``/``--outputs``, from a ModelDeployment's ``spec.model.inputs``/
+``outputs``) take precedence over ``berth.json``. Example berth.json::
 
     {
       "inputs":  [{"name": "input__0", "datatype": "FP32", "shape": [-1, 3, 32, 32]}],
       "outputs": [{"name": "output__0"}],
-      "factory": "my_models.cnn:build",
       "factory_kwargs": {"classes": 10}
     }
 
@@ -19,10 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from berth_runtime.datatypes import NUMPY
 from berth_runtime.errors import ModelLoadError
 
 MANIFEST_NAME = "berth.json"
+DATATYPES = (
+    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+    "FP16", "FP32", "FP64", "BF16", "BYTES",
+)  # fmt: skip
+"""The OIP datatypes Berth serves (the keys of ``datatypes.NUMPY``)."""
 
 
 @dataclass(frozen=True)
@@ -55,8 +60,10 @@ def _spec(raw: Any, where: str) -> TensorSpec:
     shape = raw.get("shape")
     if not isinstance(name, str) or not name:
         raise ModelLoadError(f"{where}.name must be a non-empty string")
-    if datatype not in NUMPY:
-        raise ModelLoadError(f"{where}.datatype must be one of {sorted(NUMPY)}, got {datatype!r}")
+    if datatype not in DATATYPES:
+        raise ModelLoadError(
+            f"{where}.datatype must be one of {sorted(DATATYPES)}, got {datatype!r}"
+        )
     if (
         not isinstance(shape, list)
         or not shape
@@ -64,6 +71,60 @@ def _spec(raw: Any, where: str) -> TensorSpec:
     ):
         raise ModelLoadError(f"{where}.shape must be a list of positive ints or -1")
     return TensorSpec(name, datatype, (-1, *shape[1:]))
+
+
+def _unique(specs: tuple[Any, ...], where: str) -> None:
+    names = [s if isinstance(s, str) else s.name for s in specs]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ModelLoadError(f"{where} names {dup} more than once")
+
+
+def parse_inputs(raw: Any, where: str) -> tuple[TensorSpec, ...]:
+    """A list of {name, datatype (FP32), shape} objects, as in berth.json or ``--inputs``."""
+    if not isinstance(raw, list):
+        raise ModelLoadError(f"{where} must be a list of {{name, datatype, shape}} objects")
+    specs = tuple(_spec(x, f"{where}[{i}]") for i, x in enumerate(raw))
+    _unique(specs, where)
+    return specs
+
+
+def parse_outputs(raw: Any, where: str) -> tuple[str, ...]:
+    """Output names from a list of names or {name, ...} objects."""
+    if not isinstance(raw, list):
+        raise ModelLoadError(f"{where} must be a list of {{name}} objects")
+    names: list[str] = []
+    for i, out in enumerate(raw):
+        name = out.get("name") if isinstance(out, dict) else out
+        if not isinstance(name, str) or not name:
+            raise ModelLoadError(f"{where}[{i}].name must be a non-empty string")
+        if isinstance(out, dict) and "datatype" in out and out["datatype"] not in DATATYPES:
+            raise ModelLoadError(
+                f"{where}[{i}].datatype must be one of {sorted(DATATYPES)}, got {out['datatype']!r}"
+            )
+        names.append(name)
+    _unique(tuple(names), where)
+    return tuple(names)
+
+
+def inline_specs(
+    inputs_json: str | None, outputs_json: str | None
+) -> tuple[tuple[TensorSpec, ...], tuple[str, ...]]:
+    """Parse ``--inputs``/``--outputs`` JSON; errors name the flag."""
+    specs: tuple[TensorSpec, ...] = ()
+    names: tuple[str, ...] = ()
+    for flag, raw in (("--inputs", inputs_json), ("--outputs", outputs_json)):
+        if raw is None:
+            continue
+        try:
+            doc = json.loads(raw)
+        except ValueError as exc:
+            raise ModelLoadError(f"{flag} is not valid JSON: {exc}") from None
+        if flag == "--inputs":
+            specs = parse_inputs(doc, flag)
+        else:
+            names = parse_outputs(doc, flag)
+    return specs, names
 
 
 def read_manifest(model_path: Path) -> Manifest:
@@ -78,20 +139,12 @@ def read_manifest(model_path: Path) -> Manifest:
         raise ModelLoadError(f"{path}: not valid JSON: {exc}") from exc
     if not isinstance(raw, dict):
         raise ModelLoadError(f"{path}: must be a JSON object")
-    inputs = tuple(
-        _spec(x, f"{MANIFEST_NAME} inputs[{i}]") for i, x in enumerate(raw.get("inputs", []))
-    )
-    outputs = raw.get("outputs", [])
-    names: list[str] = []
-    for i, out in enumerate(outputs):
-        name = out.get("name") if isinstance(out, dict) else out
-        if not isinstance(name, str):
-            raise ModelLoadError(f"{MANIFEST_NAME} outputs[{i}].name must be a string")
-        names.append(name)
+    inputs = parse_inputs(raw.get("inputs", []), f"{MANIFEST_NAME} inputs")
+    names = parse_outputs(raw.get("outputs", []), f"{MANIFEST_NAME} outputs")
     factory = raw.get("factory")
     kwargs = raw.get("factory_kwargs", {})
     if factory is not None and not isinstance(factory, str):
         raise ModelLoadError(f"{MANIFEST_NAME} factory must be a 'module:function' string")
     if not isinstance(kwargs, dict):
         raise ModelLoadError(f"{MANIFEST_NAME} factory_kwargs must be an object")
-    return Manifest(inputs, tuple(names), factory, kwargs)
+    return Manifest(inputs, names, factory, kwargs)

@@ -6,6 +6,13 @@ Pure ASGI (not BaseHTTPMiddleware) because it sits on every request's hot path.
   no token; every other route needs ``Authorization: Bearer <token>`` when one is set.
 - Metrics: every answered request is counted and timed; inference routes move the
   in-flight gauge.
+- Bounds: at most ``--max-concurrent`` requests are handled at once (probes and
+  ``/metrics`` aside; 503 with Retry-After above it); bodies count against a global
+  in-flight byte budget (``--max-inflight-bytes``; 429 with Retry-After) from the moment
+  their declared length is known until the response is sent; a whole body must arrive
+  within ``--body-timeout-s`` and the request's deadline (408), and the deadline counts
+  from arrival (:data:`berth_runtime.batcher.ARRIVAL`); a body's Content-Type, when
+  given, must be JSON or ``application/octet-stream`` (415). tritonclient sends none.
 - Fast path: the exact paths of the served model's inference routes and the health probes
   are dispatched from a dict to the same handlers the FastAPI routes use, skipping
   FastAPI's router and dependency solving (most of the per-request cost for small models).
@@ -14,6 +21,7 @@ Pure ASGI (not BaseHTTPMiddleware) because it sits on every request's hot path.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
@@ -23,13 +31,18 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from berth_runtime import routes_openai, routes_v1, routes_v2
+from berth_runtime.batcher import ARRIVAL
 from berth_runtime.body import JSON, Reply
 from berth_runtime.errors import (
     BerthError,
+    Busy,
     InternalError,
     NotReady,
+    Overloaded,
     PayloadTooLarge,
+    RequestTimeout,
     Unauthorized,
+    UnsupportedMediaType,
     error_body,
     protocol_of,
 )
@@ -38,6 +51,7 @@ from berth_runtime.state import RuntimeState
 log = logging.getLogger("berth.http")
 
 OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/metrics"})
+BODY_TYPES = (b"application/json", b"application/octet-stream")
 FastHandler = Callable[[bytes, "str | None"], Awaitable[Reply]]
 
 
@@ -109,8 +123,15 @@ class ObserveMiddleware:
         self.metrics = state.metrics
         self.inflight = state.metrics.model_metrics.inflight
         self.token = state.token.encode() if state.token else None
-        self.limit = state.settings.max_body_bytes
+        s = state.settings
+        self.limit = s.max_body_bytes
         self.fast = fast_routes(state)
+        self.max_concurrent = s.max_concurrent
+        self.active = 0
+        self.budget = s.max_inflight_bytes
+        self.inflight_bytes = 0
+        self.body_timeout_s = s.body_timeout_s
+        self.timeout_s = s.timeout_ms / 1000.0
 
     def _authorized(self, scope: Scope) -> bool:
         assert self.token is not None
@@ -129,14 +150,26 @@ class ObserveMiddleware:
         path: str = scope["path"]
         protocol = protocol_of(path)
         started = time.perf_counter()
+        ARRIVAL.set(started)
         model = _model_label(path, self.state.name)
-        if self.token is not None and path not in OPEN_PATHS and not self._authorized(scope):
+        open_path = path in OPEN_PATHS
+        if self.token is not None and not open_path and not self._authorized(scope):
             code = await _send_error(send, protocol, Unauthorized())
+            self.metrics.observe(model, protocol, code, time.perf_counter() - started)
+            return
+        if not open_path and self.active >= self.max_concurrent:
+            busy = Busy(
+                f"{self.active} requests are being handled, the most this server takes at once "
+                "(--max-concurrent / BERTH_MAX_CONCURRENT); retry later"
+            )
+            code = await _send_error(send, protocol, busy)
             self.metrics.observe(model, protocol, code, time.perf_counter() - started)
             return
         counted = _is_inference(path)
         if counted:
             self.inflight.inc()
+        if not open_path:
+            self.active += 1
         status: list[int] = [500]
         try:
             fast = self.fast.get((scope["method"], path))
@@ -151,6 +184,8 @@ class ObserveMiddleware:
 
                 await self.app(scope, receive, send_status)
         finally:
+            if not open_path:
+                self.active -= 1
             if counted:
                 self.inflight.dec()
             self.metrics.observe(model, protocol, status[0], time.perf_counter() - started)
@@ -166,19 +201,56 @@ class ObserveMiddleware:
         handler, reads_body = route
         header_length: str | None = None
         declared: bytes | None = None
+        media_type: bytes | None = None
         for key, value in scope["headers"]:
             if key == b"content-length":
                 declared = value
             elif key == b"inference-header-content-length":
                 header_length = value.decode("latin-1")
+            elif key == b"content-type":
+                media_type = value
+        held = [0]  # bytes this request holds in the in-flight budget, until it is answered
+        try:
+            return await self._answer(
+                handler,
+                reads_body,
+                scope,
+                receive,
+                send,
+                protocol,
+                declared,
+                media_type,
+                header_length,
+                held,
+            )
+        finally:
+            self.inflight_bytes -= held[0]
+
+    async def _answer(
+        self,
+        handler: FastHandler,
+        reads_body: bool,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        protocol: str,
+        declared: bytes | None,
+        media_type: bytes | None,
+        header_length: str | None,
+        held: list[int],
+    ) -> int:
         try:
             body = b""
             if reads_body:
-                if declared is not None and declared.isdigit() and int(declared) > self.limit:
-                    raise PayloadTooLarge(
-                        f"request body of {int(declared)} bytes exceeds the limit of {self.limit} bytes"
-                    )
-                body = await self._read(receive)
+                _check_media_type(media_type)
+                if declared is not None and declared.isdigit():
+                    if int(declared) > self.limit:
+                        raise PayloadTooLarge(
+                            f"request body of {int(declared)} bytes exceeds the limit of "
+                            f"{self.limit} bytes (--max-body-bytes)"
+                        )
+                    self._reserve(held, int(declared))
+                body = await self._read(receive, held)
             content, media, extra = await handler(body, header_length)
         except BerthError as err:
             return await _send_error(send, protocol, err)
@@ -189,7 +261,30 @@ class ObserveMiddleware:
         await _send(send, 200, content, media, extra)
         return 200
 
-    async def _read(self, receive: Receive) -> bytes:
+    def _reserve(self, held: list[int], more: int) -> None:
+        """Take ``more`` bytes of the global budget for this request, or 429."""
+        if self.inflight_bytes + more > self.budget:
+            raise Overloaded(
+                f"requests in flight hold {self.inflight_bytes} bytes; this one would pass the "
+                f"budget of {self.budget} bytes (--max-inflight-bytes); retry later"
+            )
+        self.inflight_bytes += more
+        held[0] += more
+
+    async def _read(self, receive: Receive, held: list[int]) -> bytes:
+        """The whole body within the body timeout and the request's deadline (408)."""
+        arrival = ARRIVAL.get() or time.perf_counter()
+        left = min(self.body_timeout_s, self.timeout_s - (time.perf_counter() - arrival))
+        try:
+            async with asyncio.timeout(max(left, 0.001)):
+                return await self._read_all(receive, held)
+        except TimeoutError:
+            raise RequestTimeout(
+                f"request body did not arrive within {max(left, 0):.1f} s "
+                "(--body-timeout-s / the request deadline)"
+            ) from None
+
+    async def _read_all(self, receive: Receive, held: list[int]) -> bytes:
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -199,8 +294,25 @@ class ObserveMiddleware:
             chunk: bytes = message.get("body", b"")
             size += len(chunk)
             if size > self.limit:
-                raise PayloadTooLarge(f"request body exceeds the limit of {self.limit} bytes")
+                raise PayloadTooLarge(
+                    f"request body exceeds the limit of {self.limit} bytes (--max-body-bytes)"
+                )
+            if size > held[0]:  # no (or a lying) Content-Length: reserve as it arrives
+                self._reserve(held, size - held[0])
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _check_media_type(value: bytes | None) -> None:
+    """No Content-Type (tritonclient, raw clients) is fine; otherwise JSON or binary tensors."""
+    if value is None:
+        return
+    media = value.split(b";", 1)[0].strip().lower()
+    if media in BODY_TYPES or (media.startswith(b"application/") and media.endswith(b"+json")):
+        return
+    raise UnsupportedMediaType(
+        f"Content-Type {value.decode('latin-1')!r} is not supported; send application/json, "
+        "or application/octet-stream with Inference-Header-Content-Length for binary tensors"
+    )

@@ -19,20 +19,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from berth_runtime.body import JSON, Reply, json_object, json_response, read_body, to_response
+from berth_runtime.codec_v2 import check_rows
 from berth_runtime.errors import BadRequest, ModelNotFound
 from berth_runtime.openapi import EMBEDDINGS, json_body, responses
 from berth_runtime.state import RuntimeState
 
-MAX_INPUTS = 2048
 
-
-def _texts(doc: dict[str, Any]) -> list[str]:
+def _texts(doc: dict[str, Any], max_rows: int) -> list[str]:
     raw = doc.get("input")
     if isinstance(raw, str):
         return [raw]
     if isinstance(raw, list) and raw and all(isinstance(x, str) for x in raw):
-        if len(raw) > MAX_INPUTS:
-            raise BadRequest(f"input may hold at most {MAX_INPUTS} strings, got {len(raw)}")
+        check_rows(len(raw), "input", max_rows)
         return raw
     raise BadRequest(
         "input must be a string or a non-empty list of strings (token arrays are not supported)"
@@ -48,7 +46,7 @@ async def embeddings_reply(state: RuntimeState, body: bytes) -> Reply:
     model, batcher = state.require(name)
     if not model.embedding:
         raise ModelNotFound(f"model {name!r} is not an embedding model")
-    texts = _texts(doc)
+    texts = _texts(doc, state.max_rows)
     fmt = doc.get("encoding_format", "float")
     if fmt not in ("float", "base64"):
         raise BadRequest(f"encoding_format must be 'float' or 'base64', got {fmt!r}")

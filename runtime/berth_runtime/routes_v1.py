@@ -12,13 +12,12 @@ from typing import Any
 
 import numpy as np
 import orjson
-import torch
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
 from berth_runtime.body import JSON, Reply, json_object, json_response, read_body, to_response
-from berth_runtime.datatypes import NUMPY
+from berth_runtime.codec_v2 import check_rows, typed_array
 from berth_runtime.errors import BadRequest
 from berth_runtime.manifest import TensorSpec
 from berth_runtime.openapi import V1_PREDICT, json_body, name_param, responses
@@ -26,59 +25,54 @@ from berth_runtime.state import RuntimeState
 
 
 def _array(rows: list[Any], spec: TensorSpec, where: str, max_elements: int) -> np.ndarray:
-    try:
-        if spec.datatype == "BYTES":
-            if not all(isinstance(x, str) for x in rows):
-                raise BadRequest(f"{where} must hold strings for input {spec.name!r}")
-            arr = np.array(rows, dtype=object)
-        elif spec.datatype == "BF16":
-            f32 = np.asarray(rows, dtype=np.float32)
-            arr = torch.from_numpy(f32).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
-        else:
-            arr = np.asarray(rows, dtype=NUMPY[spec.datatype])
-    except BadRequest:
-        raise
-    except (ValueError, TypeError, OverflowError):
-        raise BadRequest(
-            f"{where} must be rows of {spec.datatype} with shape {list(spec.shape[1:])}"
-        ) from None
-    if arr.ndim != len(spec.shape) or any(
-        want > 0 and got != want for got, want in zip(arr.shape[1:], spec.shape[1:], strict=True)
+    arr = typed_array(rows, where, spec.datatype)
+    if spec.shape and (
+        arr.ndim != len(spec.shape)
+        or any(
+            want > 0 and got != want
+            for got, want in zip(arr.shape[1:], spec.shape[1:], strict=True)
+        )
     ):
         raise BadRequest(
             f"{where}: each row must have shape {list(spec.shape[1:])} for input {spec.name!r}, "
             f"got rows of shape {list(arr.shape[1:])}"
         )
     if arr.size > max_elements:
-        raise BadRequest(f"{where} has too many elements")
+        raise BadRequest(f"{where} has {arr.size} elements; at most {max_elements}")
     return arr
 
 
 def decode(
-    doc: dict[str, Any], inputs: tuple[TensorSpec, ...], max_elements: int
+    doc: dict[str, Any], inputs: tuple[TensorSpec, ...], max_elements: int, max_rows: int
 ) -> list[np.ndarray]:
     field = "instances" if "instances" in doc else "inputs"
     rows = doc.get(field)
     if not isinstance(rows, list) or not rows:
         raise BadRequest("instances must be a non-empty list with one entry per row")
+    check_rows(len(rows), field, max_rows)
     if len(inputs) == 1:
         return [_array(rows, inputs[0], field, max_elements)]
-    arrays = []
-    for spec in inputs:
-        column = []
-        for i, row in enumerate(rows):
-            if not isinstance(row, dict) or spec.name not in row:
-                raise BadRequest(f"{field}[{i}] must be an object with key {spec.name!r}")
-            column.append(row[spec.name])
-        arrays.append(_array(column, spec, f"{field}[*].{spec.name}", max_elements))
-    return arrays
+    names = [s.name for s in inputs]
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise BadRequest(f"{field}[{i}] must be an object with keys {names}")
+        unknown = sorted(set(row) - set(names))
+        if unknown:
+            raise BadRequest(f"{field}[{i}] has unknown inputs {unknown}; expected {names}")
+        missing = [n for n in names if n not in row]
+        if missing:
+            raise BadRequest(f"{field}[{i}] is missing inputs {missing}")
+    return [
+        _array([row[spec.name] for row in rows], spec, f"{field}[*].{spec.name}", max_elements)
+        for spec in inputs
+    ]
 
 
 async def predict_reply(state: RuntimeState, name: str, body: bytes) -> Reply:
     """POST /v1/models/{name}:predict, shared by the FastAPI route and the ASGI fast path."""
     model, batcher = state.require(name)
     doc = json_object(body)
-    arrays = decode(doc, model.inputs, state.max_elements)
+    arrays = decode(doc, model.inputs, state.max_elements, state.max_rows)
     rows = len(arrays[0])
     key = tuple((s.datatype, a.shape[1:]) for s, a in zip(model.inputs, arrays, strict=True))
     results = await batcher.submit(arrays, rows, key)

@@ -26,7 +26,9 @@ async def infer_reply(
 ) -> Reply:
     """POST /v2/models/{name}/infer, shared by the FastAPI route and the ASGI fast path."""
     model, batcher = state.require(name)
-    req = codec_v2.decode(body, header_length, model.inputs, model.outputs, state.max_elements)
+    req = codec_v2.decode(
+        body, header_length, model.inputs, model.outputs, state.max_elements, state.max_rows
+    )
     results = await batcher.submit(_aligned(req.arrays), req.rows, req.key)
     content, header_len = codec_v2.encode(state.name, req, results, model.outputs)
     if header_len is None:

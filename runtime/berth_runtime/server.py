@@ -69,6 +69,9 @@ def serve(settings: Settings) -> int:
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=int(settings.grace_seconds) or None,
         backlog=4096,
+        # A hard cap on open connections (idle keep-alive ones included); above it uvicorn
+        # answers a plain 503. The middleware's --max-concurrent cap answers first, in JSON.
+        limit_concurrency=settings.max_connections,
         server_header=False,
     )
     server = DrainingServer(config, state)

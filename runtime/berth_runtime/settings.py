@@ -11,6 +11,9 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from berth_runtime.errors import ModelLoadError
+from berth_runtime.manifest import TensorSpec, inline_specs
+
 FORMATS = ("torchscript", "torch-export", "safetensors", "sentence-transformers")
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -40,7 +43,13 @@ class Settings:
     dtype: str = "float32"
     """Floating point dtype of the weights: float32, bfloat16 or float16."""
     factory: str | None = None
-    """module:function that builds the nn.Module for safetensors weights."""
+    """module:function that builds the nn.Module for safetensors weights (never from berth.json)."""
+    factory_allow: tuple[str, ...] = ()
+    """Dotted module prefixes a factory may come from; empty allows none (operator setting)."""
+    inputs: tuple[TensorSpec, ...] = ()
+    """Inline input specs (--inputs JSON); take precedence over berth.json."""
+    output_names: tuple[str, ...] = ()
+    """Inline output names (--outputs JSON); take precedence over berth.json."""
     cache_dir: str = "/tmp/berth-cache"
     """Where downloads and unpacked archives go; pods mount an emptyDir at /var/cache/berth."""
     max_queue: int = 1024
@@ -49,6 +58,24 @@ class Settings:
     """Per-request deadline from arrival to response, in milliseconds (504 after it)."""
     max_body_bytes: int = 64 * 1024 * 1024
     """Largest request body accepted, in bytes (413 above it)."""
+    max_rows: int = 2048
+    """Most rows (batch entries) in one request on every protocol (413 above it)."""
+    max_inflight_bytes: int = 512 * 1024 * 1024
+    """Request body bytes held by all requests at once (429 with Retry-After above it)."""
+    max_concurrent: int = 1024
+    """Requests handled at once, probes and /metrics aside (503 with Retry-After above it)."""
+    max_connections: int = 4096
+    """Open connections (uvicorn's limit; it answers a plain 503 above it)."""
+    body_timeout_s: float = 30.0
+    """Longest a client may take to send a whole body (408 after it)."""
+    max_download_bytes: int = 200 * 1024**3
+    """Largest model download (HTTP, s3, gs), in bytes."""
+    max_unpacked_bytes: int = 200 * 1024**3
+    """Largest total uncompressed size of a model archive, in bytes."""
+    max_archive_entries: int = 100_000
+    """Most entries in a model archive."""
+    max_compression_ratio: float = 200.0
+    """Largest uncompressed/compressed size ratio of a model archive (zip bombs)."""
     auth_token: str | None = None
     """Bearer token required on every non-probe route when set."""
     auth_token_file: str | None = None
@@ -90,10 +117,28 @@ _OPTIONS: tuple[tuple[str, str, str, type, str], ...] = (
     ("--max-delay-ms", "max_delay_ms", "BERTH_MAX_DELAY_MS", float, "batching delay"),
     ("--dtype", "dtype", "BERTH_DTYPE", str, "weights dtype: " + ", ".join(DTYPES)),
     ("--factory", "factory", "BERTH_FACTORY", str, "module:function for safetensors"),
+    ("--factory-allow", "factory_allow", "BERTH_FACTORY_ALLOW", str, "allowed factory modules"),
+    ("--inputs", "inputs", "BERTH_INPUTS", str, "inline input specs (JSON list)"),
+    ("--outputs", "output_names", "BERTH_OUTPUTS", str, "inline output specs (JSON list)"),
     ("--cache-dir", "cache_dir", "BERTH_CACHE_DIR", str, "download and unpack cache"),
     ("--max-queue", "max_queue", "BERTH_MAX_QUEUE", int, "queued requests before 429"),
     ("--timeout-ms", "timeout_ms", "BERTH_TIMEOUT_MS", float, "per-request deadline"),
     ("--max-body-bytes", "max_body_bytes", "BERTH_MAX_BODY_BYTES", int, "body limit"),
+    ("--max-rows", "max_rows", "BERTH_MAX_ROWS", int, "rows per request"),
+    ("--max-inflight-bytes", "max_inflight_bytes", "BERTH_MAX_INFLIGHT_BYTES", int, "byte budget"),
+    ("--max-concurrent", "max_concurrent", "BERTH_MAX_CONCURRENT", int, "requests at once"),
+    ("--max-connections", "max_connections", "BERTH_MAX_CONNECTIONS", int, "open connections"),
+    ("--body-timeout-s", "body_timeout_s", "BERTH_BODY_TIMEOUT_S", float, "body read limit"),
+    ("--max-download-bytes", "max_download_bytes", "BERTH_MAX_DOWNLOAD_BYTES", int, "download cap"),
+    ("--max-unpacked-bytes", "max_unpacked_bytes", "BERTH_MAX_UNPACKED_BYTES", int, "archive cap"),
+    ("--max-archive-entries", "max_archive_entries", "BERTH_MAX_ARCHIVE_ENTRIES", int, "entries"),
+    (
+        "--max-compression-ratio",
+        "max_compression_ratio",
+        "BERTH_MAX_COMPRESSION_RATIO",
+        float,
+        "archive ratio cap",
+    ),
     ("--auth-token-file", "auth_token_file", "BERTH_AUTH_TOKEN_FILE", str, "bearer token file"),
     ("--threads", "threads", "BERTH_THREADS", int, "torch intra-op threads"),
     ("--device", "device", "BERTH_DEVICE", str, "auto, cpu or cuda[:N]"),
@@ -110,6 +155,32 @@ def _convert(value: str, kind: type, flag: str, env: str) -> object:
         return kind(value)
     except ValueError:
         raise SettingsError(f"{flag} (or {env}) must be {kind.__name__}, got {value!r}") from None
+
+
+def _structured(kwargs: dict[str, object]) -> None:
+    """Turn the comma list and the JSON settings into their typed values, naming the flag."""
+    allow = kwargs.get("factory_allow")
+    if isinstance(allow, str):
+        prefixes = tuple(p.strip() for p in allow.split(",") if p.strip())
+        for p in prefixes:
+            if not all(part.isidentifier() for part in p.split(".")):
+                raise SettingsError(
+                    f"--factory-allow (or BERTH_FACTORY_ALLOW) entries must be dotted module "
+                    f"names, got {p!r}"
+                )
+        kwargs["factory_allow"] = prefixes
+    raw_in, raw_out = kwargs.pop("inputs", None), kwargs.pop("output_names", None)
+    try:
+        specs, names = inline_specs(
+            raw_in if isinstance(raw_in, str) else None,
+            raw_out if isinstance(raw_out, str) else None,
+        )
+    except ModelLoadError as exc:
+        raise SettingsError(f"{exc} (BERTH_INPUTS / BERTH_OUTPUTS)") from None
+    if specs:
+        kwargs["inputs"] = specs
+    if names:
+        kwargs["output_names"] = names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,6 +212,7 @@ def settings_from(values: Mapping[str, str | None], environ: Mapping[str, str]) 
                 raise SettingsError(f"missing required setting {flag} (or environment {env})")
             continue
         kwargs[dest] = _convert(raw, kind, flag, env)
+    _structured(kwargs)
     token = environ.get("BERTH_AUTH_TOKEN")
     if token:
         kwargs["auth_token"] = token
@@ -170,12 +242,22 @@ def validate(s: Settings) -> None:
         ("--max-queue", s.max_queue >= 1),
         ("--timeout-ms", s.timeout_ms > 0),
         ("--max-body-bytes", s.max_body_bytes >= 1024),
+        ("--max-rows", s.max_rows >= 1),
+        ("--max-inflight-bytes", s.max_inflight_bytes >= s.max_body_bytes),
+        ("--max-concurrent", s.max_concurrent >= 1),
+        ("--max-connections", s.max_connections >= 1),
+        ("--body-timeout-s", s.body_timeout_s > 0),
+        ("--max-download-bytes", s.max_download_bytes >= 1),
+        ("--max-unpacked-bytes", s.max_unpacked_bytes >= 1),
+        ("--max-archive-entries", s.max_archive_entries >= 1),
+        ("--max-compression-ratio", s.max_compression_ratio >= 1),
         ("--grace-seconds", s.grace_seconds >= 0),
         ("--threads", s.threads is None or s.threads >= 1),
     )
     for flag, ok in checks:
         if not ok:
-            raise SettingsError(f"{flag} is out of range")
+            hint = " (at least --max-body-bytes)" if flag == "--max-inflight-bytes" else ""
+            raise SettingsError(f"{flag} is out of range{hint}")
     if s.factory is not None and ":" not in s.factory:
         raise SettingsError(f"--factory must look like module:function, got {s.factory!r}")
     if s.device != "auto" and s.device != "cpu" and not s.device.startswith("cuda"):

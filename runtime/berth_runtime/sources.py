@@ -11,6 +11,9 @@ Supported URIs:
   ending in ``/`` (or naming no single object) downloads every object under it.
 
 Archives are unpacked with :mod:`berth_runtime.archives` into ``<cache>/unpacked/<sha256>``.
+Downloads and archives are bounded by :class:`~berth_runtime.archives.Limits`: a download
+over ``max_download_bytes`` (declared or counted) or larger than the cache disk's free space
+is refused before or while it is written, and the partial file is removed.
 """
 
 from __future__ import annotations
@@ -19,16 +22,21 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 import httpx
 
 from berth_runtime import archives
+from berth_runtime.archives import Limits
 from berth_runtime.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    from berth_runtime.settings import Settings
 
 log = logging.getLogger("berth.sources")
 
@@ -36,8 +44,40 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
 
 
-def resolve(uri: str, cache_dir: Path, pvc_root: Path) -> Path:
+def redact(url: str) -> str:
+    """The URL without user-info, for messages and logs."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
+
+
+def limits(settings: Settings) -> Limits:
+    """The download and archive caps from the runtime settings."""
+    return Limits(
+        max_download_bytes=settings.max_download_bytes,
+        max_unpacked_bytes=settings.max_unpacked_bytes,
+        max_entries=settings.max_archive_entries,
+        max_ratio=settings.max_compression_ratio,
+    )
+
+
+def check_download(what: str, size: int, lim: Limits, dest_dir: Path) -> None:
+    """Refuse a download over the cap or larger than the free space where it goes."""
+    if size > lim.max_download_bytes:
+        raise ModelLoadError(
+            f"{what} is {size} bytes, over the download limit of {lim.max_download_bytes} "
+            "(--max-download-bytes / BERTH_MAX_DOWNLOAD_BYTES); refused"
+        )
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(dest_dir).free
+    if size > free:
+        raise ModelLoadError(f"{what} is {size} bytes but the cache disk has {free} bytes free")
+
+
+def resolve(uri: str, cache_dir: Path, pvc_root: Path, lim: Limits | None = None) -> Path:
     """Return a local file or directory holding the model named by ``uri``."""
+    lim = lim or Limits()
     parts = urlsplit(uri)
     scheme = parts.scheme.lower()
     if scheme in ("", "file"):
@@ -48,11 +88,11 @@ def resolve(uri: str, cache_dir: Path, pvc_root: Path) -> Path:
             raise ModelLoadError(f"pvc URI {uri!r} must not contain '..'")
         path = pvc_root / rel
     elif scheme in ("https", "http"):
-        path = fetch_http(uri, cache_dir)
+        path = fetch_http(uri, cache_dir, lim)
     elif scheme == "s3":
-        path = fetch_s3(parts.netloc, unquote(parts.path).lstrip("/"), cache_dir)
+        path = fetch_s3(parts.netloc, unquote(parts.path).lstrip("/"), cache_dir, lim)
     elif scheme == "gs":
-        path = fetch_gcs(parts.netloc, unquote(parts.path).lstrip("/"), cache_dir)
+        path = fetch_gcs(parts.netloc, unquote(parts.path).lstrip("/"), cache_dir, lim)
     else:
         raise ModelLoadError(
             f"model URI scheme {scheme!r} is not supported; use a path, file://, pvc://, "
@@ -61,7 +101,7 @@ def resolve(uri: str, cache_dir: Path, pvc_root: Path) -> Path:
     if not path.exists():
         raise ModelLoadError(f"model path {path} does not exist (from {uri!r})")
     if archives.is_archive(path):
-        path = unpack(path, cache_dir)
+        path = unpack(path, cache_dir, lim)
     return path
 
 
@@ -73,13 +113,13 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def unpack(archive: Path, cache_dir: Path) -> Path:
+def unpack(archive: Path, cache_dir: Path, lim: Limits | None = None) -> Path:
     """Unpack an archive once per content digest and return the model root inside it."""
     digest = file_digest(archive)
     dest = cache_dir / "unpacked" / digest
     if not dest.is_dir():
         log.info("unpacking %s into %s", archive.name, dest)
-        archives.extract(archive, dest)
+        archives.extract(archive, dest, lim)
     return archives.single_root(dest)
 
 
@@ -105,15 +145,16 @@ class _Progress:
         log.info("downloaded %s: %d bytes", self.what, self.done)
 
 
-def fetch_http(uri: str, cache_dir: Path) -> Path:
+def fetch_http(uri: str, cache_dir: Path, lim: Limits | None = None) -> Path:
     """Download ``uri`` (which must carry ``#sha256=<hex>``), verify it, cache it by digest."""
     parts = urlsplit(uri)
     frag = parts.fragment
     if not frag.startswith("sha256="):
-        raise ModelLoadError(f"HTTP model URIs must end with #sha256=<hex digest>: {uri!r}")
+        raise ModelLoadError(f"HTTP model URIs must end with #sha256=<hex digest>: {redact(uri)!r}")
+    lim = lim or Limits()
     want = frag.removeprefix("sha256=").lower()
     if not _SHA256.match(want):
-        raise ModelLoadError(f"#sha256= must be 64 hex characters in {uri!r}")
+        raise ModelLoadError(f"#sha256= must be 64 hex characters in {redact(uri)!r}")
     filename = Path(unquote(parts.path)).name or "model"
     blob_dir = cache_dir / "blobs" / want
     target = blob_dir / filename
@@ -122,6 +163,7 @@ def fetch_http(uri: str, cache_dir: Path) -> Path:
         return target
     blob_dir.mkdir(parents=True, exist_ok=True)
     url = parts._replace(fragment="").geturl()
+    shown = redact(url)
     h = hashlib.sha256()
     fd, tmp_name = tempfile.mkstemp(prefix=".dl-", dir=blob_dir)
     try:
@@ -130,20 +172,30 @@ def fetch_http(uri: str, cache_dir: Path) -> Path:
             httpx.stream("GET", url, follow_redirects=True, timeout=60.0) as resp,
         ):
             if resp.status_code != 200:
-                raise ModelLoadError(f"GET {url} returned HTTP {resp.status_code}")
+                raise ModelLoadError(f"GET {shown} returned HTTP {resp.status_code}")
             length = resp.headers.get("content-length")
-            progress = _Progress(filename, int(length) if length and length.isdigit() else None)
+            declared = int(length) if length and length.isascii() and length.isdigit() else None
+            if declared is not None:
+                check_download(shown, declared, lim, blob_dir)
+            progress = _Progress(filename, declared)
             for chunk in resp.iter_bytes(_CHUNK):
+                if progress.done + len(chunk) > lim.max_download_bytes:
+                    raise ModelLoadError(
+                        f"{shown} sent more than the download limit of {lim.max_download_bytes} "
+                        "bytes (--max-download-bytes / BERTH_MAX_DOWNLOAD_BYTES); refused"
+                    )
                 h.update(chunk)
                 out.write(chunk)
                 progress.add(len(chunk))
             progress.finish()
         got = h.hexdigest()
         if got != want:
-            raise ModelLoadError(f"sha256 mismatch for {url}: expected {want}, got {got}; refused")
+            raise ModelLoadError(
+                f"sha256 mismatch for {shown}: expected {want}, got {got}; refused"
+            )
         os.replace(tmp_name, target)
     except httpx.HTTPError as exc:
-        raise ModelLoadError(f"cannot download {url}: {exc}") from exc
+        raise ModelLoadError(f"cannot download {shown}: {str(exc).replace(url, shown)}") from exc
     finally:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
@@ -163,7 +215,7 @@ def _safe_rel(prefix: str, key: str) -> Path:
     return p
 
 
-def fetch_s3(bucket: str, key: str, cache_dir: Path) -> Path:
+def fetch_s3(bucket: str, key: str, cache_dir: Path, lim: Limits | None = None) -> Path:
     """Download an object or every object under a prefix with boto3."""
     try:
         import boto3  # type: ignore[import-not-found, unused-ignore]
@@ -179,6 +231,7 @@ def fetch_s3(bucket: str, key: str, cache_dir: Path) -> Path:
     if not keys:
         raise ModelLoadError(f"{uri}: no such object or prefix")
     exact = [k for k in keys if k[0] == key]
+    check_download(uri, sum(k[2] for k in (exact or keys)), lim or Limits(), cache_dir)
     version = "|".join(f"{k}:{e}" for k, e, _ in (exact or keys))
     dest = _object_dir(cache_dir, uri, version)
     if exact:
@@ -205,7 +258,7 @@ def fetch_s3(bucket: str, key: str, cache_dir: Path) -> Path:
     return dest
 
 
-def fetch_gcs(bucket: str, key: str, cache_dir: Path) -> Path:
+def fetch_gcs(bucket: str, key: str, cache_dir: Path, lim: Limits | None = None) -> Path:
     """Download an object or every object under a prefix with google-cloud-storage."""
     try:
         from google.cloud import storage  # type: ignore[import-not-found, unused-ignore]
@@ -217,6 +270,7 @@ def fetch_gcs(bucket: str, key: str, cache_dir: Path) -> Path:
     if not blobs:
         raise ModelLoadError(f"{uri}: no such object or prefix")
     exact = [b for b in blobs if b.name == key]
+    check_download(uri, sum(int(b.size or 0) for b in (exact or blobs)), lim or Limits(), cache_dir)
     version = "|".join(f"{b.name}:{b.md5_hash or b.etag}" for b in (exact or blobs))
     dest = _object_dir(cache_dir, uri, version)
     if exact:

@@ -69,6 +69,7 @@ class RuntimeState:
         self.token = settings.resolved_token()
         # Every element takes at least one byte of body, so this bounds declared shapes.
         self.max_elements = settings.max_body_bytes
+        self.max_rows = settings.max_rows
         self._loader = loader
         self._on_fatal = on_fatal
         self._load_task: asyncio.Task[None] | None = None

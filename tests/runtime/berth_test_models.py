@@ -62,7 +62,7 @@ class SlowDouble(nn.Module):
 
 
 def build_slow_double(delay_s: float = 0.05) -> SlowDouble:
-    """Factory named in berth.json as berth_test_models:build_slow_double."""
+    """Factory passed as --factory berth_test_models:build_slow_double (allow-listed)."""
     return SlowDouble(delay_s)
 
 
@@ -73,8 +73,23 @@ def write_slow_double(dest: Path, delay_s: float = 0.05) -> Path:
     save_file(SlowDouble(delay_s).state_dict(), str(dest / "model.safetensors"))
     manifest = {
         "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}],
-        "factory": "berth_test_models:build_slow_double",
         "factory_kwargs": {"delay_s": delay_s},
     }
     (dest / "berth.json").write_text(json.dumps(manifest))
+    return dest
+
+
+class Pair(nn.Module):
+    """Two inputs of any shape: ``left + right`` (``right`` cast to float)."""
+
+    def forward(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+        return left + right.float()
+
+
+def write_bare_pair(dest: Path) -> Path:
+    """A TorchScript file and nothing else: no berth.json (a newcomer's first try)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.script(Pair()).save(str(dest / "pair.pt"))
     return dest

@@ -18,11 +18,16 @@ def expected(cnn: torch.nn.Module, x: np.ndarray) -> np.ndarray:
 
 
 def triton_infer(
-    server: Server, name: str, x: np.ndarray, binary: bool, **kw: object
+    server: Server,
+    name: str,
+    x: np.ndarray,
+    binary: bool,
+    input_name: str = "input__0",
+    **kw: object,
 ) -> np.ndarray:
     client = triton.InferenceServerClient(server.url.removeprefix("http://"))
     try:
-        inp = triton.InferInput("input__0", list(x.shape), "FP32")
+        inp = triton.InferInput(input_name, list(x.shape), "FP32")
         inp.set_data_from_numpy(x, binary_data=binary)
         out = triton.InferRequestedOutput("output__0", binary_data=binary)
         result = client.infer(name, [inp], outputs=[out], **kw)  # type: ignore[arg-type]
@@ -46,7 +51,7 @@ def test_export_matches_direct_call(
 ) -> None:
     x = np.random.default_rng(2).standard_normal((5, 3, 16, 16), dtype=np.float32)
     got = triton_infer(
-        export_server, "cnn-export", x, binary, headers={"Authorization": f"Bearer {TOKEN}"}
+        export_server, "cnn-export", x, binary, "x", headers={"Authorization": f"Bearer {TOKEN}"}
     )
     np.testing.assert_allclose(got, expected(cnn, x), rtol=1e-4, atol=1e-5)
 
@@ -70,7 +75,7 @@ def test_default_outputs_are_binary(ts_server: Server, cnn: torch.nn.Module) -> 
     x = np.ones((2, 3, 16, 16), dtype=np.float32)
     client = triton.InferenceServerClient(ts_server.url.removeprefix("http://"))
     try:
-        inp = triton.InferInput("anything", [2, 3, 16, 16], "FP32")
+        inp = triton.InferInput("input__0", [2, 3, 16, 16], "FP32")
         inp.set_data_from_numpy(x)
         result = client.infer("cnn", [inp])
     finally:

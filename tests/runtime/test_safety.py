@@ -110,10 +110,11 @@ def test_safetensors_loader_refuses_pickle(tmp_path: Path, marker: Path) -> None
         torch_models.load_safetensors(
             "m",
             d,
-            Manifest(SPEC, factory="berth_test_models:build_slow_double"),
+            Manifest(SPEC),
             torch.device("cpu"),
             torch.float32,
-            None,
+            "berth_test_models:build_slow_double",
+            ("berth_test_models",),
         )
     assert not marker.exists()
 

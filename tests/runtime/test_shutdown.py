@@ -6,6 +6,8 @@ import asyncio
 import re
 import signal
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -15,12 +17,32 @@ from conftest import Server
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture
+def drain_server(tmp_path: Path) -> Iterator[Server]:
+    """Its own slow server (1 s per pass of 4 rows): 50 requests stay in flight for ~13 s,
+    so a busy machine cannot finish some before the last ones are sent."""
+    import berth_test_models as m
+
+    m.write_slow_double(tmp_path / "slow", delay_s=1.0)
+    server = Server(
+        ["--model-uri", str(tmp_path / "slow"), "--format", "safetensors", "--name", "slow",
+         "--factory", "berth_test_models:build_slow_double", "--factory-allow",
+         "berth_test_models", "--max-batch-size", "4", "--cache-dir", str(tmp_path / "cache")],
+        tmp_path / "slow.log",
+    )  # fmt: skip
+    try:
+        yield server.wait_ready()
+    finally:
+        server.stop()
+
+
 def inflight(text: str) -> float:
     m = re.search(r'^berth_inflight_requests\{model="slow"\} (\S+)$', text, re.M)
     return float(m.group(1)) if m else 0.0
 
 
-async def test_sigterm_drains_inflight_requests(slow_server: Server) -> None:
+async def test_sigterm_drains_inflight_requests(drain_server: Server) -> None:
+    slow_server = drain_server
     xs = [np.full((1, 4), i, dtype=np.float32) for i in range(50)]
     limits = httpx.Limits(max_connections=64)
     async with httpx.AsyncClient(base_url=slow_server.url, timeout=60, limits=limits) as client:

@@ -6,9 +6,11 @@ import hashlib
 import tarfile
 from pathlib import Path
 
+import httpx
 import pytest
 from berth_runtime import sources
 from berth_runtime.errors import ModelLoadError
+from conftest import Server
 from httpfiles import serve_dir
 
 pytestmark = pytest.mark.integration
@@ -52,3 +54,12 @@ def test_digest_mismatch_refused_and_not_cached(tmp_path: Path, site: Path) -> N
 def test_http_error_reported(tmp_path: Path, site: Path) -> None:
     with serve_dir(site) as base, pytest.raises(ModelLoadError, match="404"):
         sources.resolve(f"{base}/missing.tar.gz#sha256={'a' * 64}", tmp_path / "c", tmp_path)
+
+
+def test_http_archive_with_allowed_factory_serves(slow_server: Server) -> None:
+    # The fleet's slow model: a .tar.gz over HTTP pinned by digest, safetensors weights and
+    # a factory given on the command line under --factory-allow.
+    body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+    r = httpx.post(f"{slow_server.url}/v2/models/slow/infer", json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.json()["outputs"][0]["data"] == [2.0, 4.0, 6.0, 8.0]

@@ -1,9 +1,9 @@
 """TorchScript, ``torch.export`` and safetensors-plus-factory models.
 
-Tensor names: inputs come from ``berth.json`` when it names them, else from the exported
-program's argument names, else ``input__0``, ``input__1``, ...; a single-input model
-accepts any input name. Outputs are ``output__0``, ``output__1``, ... unless berth.json
-names them. A model may return a tensor, a tuple or list of tensors, or a dict (outputs
+Tensor names: inputs come from ``--inputs`` or ``berth.json`` when declared, else from the
+exported program's argument names, else (a bare TorchScript file) from ``forward``'s
+signature: every Tensor argument, FP32, any shape. Requests must use those names.
+Outputs are ``output__0``, ``output__1``, ... unless ``--outputs``/berth.json name them. A model may return a tensor, a tuple or list of tensors, or a dict (outputs
 then follow the dict's order and keys become the names).
 """
 
@@ -20,8 +20,10 @@ import torch
 
 from berth_runtime.datatypes import NUMPY, TORCH_TO_OIP
 from berth_runtime.errors import ModelLoadError
+from berth_runtime.export_check import check_pt2
 from berth_runtime.manifest import Manifest, TensorSpec
 from berth_runtime.models.base import ServedModel
+from berth_runtime.safety import check_factory
 
 log = logging.getLogger("berth.models")
 
@@ -57,6 +59,7 @@ class TorchModel(ServedModel):
         inputs: tuple[TensorSpec, ...],
         output_names: tuple[str, ...] = (),
         fixed_batch: int | None = None,
+        n_outputs: int = 0,
     ) -> None:
         if not inputs:
             raise ModelLoadError(
@@ -72,6 +75,7 @@ class TorchModel(ServedModel):
         self.outputs = ()
         self.output_names = output_names
         self.fixed_batch = fixed_batch
+        self.n_outputs = n_outputs
 
     def _tensor(self, a: np.ndarray, spec: TensorSpec) -> torch.Tensor:
         t = torch.from_numpy(a)
@@ -89,6 +93,8 @@ class TorchModel(ServedModel):
 
     def predict(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         outs, _ = self.forward(inputs)
+        if self.outputs and len(outs) != len(self.outputs):
+            raise RuntimeError(f"model returned {len(outs)} outputs, declared {len(self.outputs)}")
         return [_to_numpy(t) for t in outs]
 
     def _example(self, batch: int) -> list[np.ndarray]:
@@ -99,6 +105,13 @@ class TorchModel(ServedModel):
         return arrays
 
     def warmup(self, max_batch_size: int) -> None:
+        if any(not s.shape for s in self.inputs):
+            # Shapes unknown (a bare TorchScript file): no example to run. Outputs come from
+            # forward's declared return type; their datatypes and shapes from each reply.
+            names = self.output_names or tuple(f"output__{i}" for i in range(self.n_outputs))
+            self.outputs = tuple(TensorSpec(n, "FP32", ()) for n in names)
+            log.info("input shapes not declared: warm-up skipped; declare them to warm up")
+            return
         sizes = (
             [self.fixed_batch]
             if self.fixed_batch
@@ -157,15 +170,61 @@ def load_torchscript(
     module.eval()
     if dtype != torch.float32:
         module = module.to(dtype)
+    inputs, n_outputs = manifest.inputs, 0
+    if not inputs:
+        inputs, n_outputs = signature_specs(module, file.name)
+        if manifest.output_names and len(manifest.output_names) != n_outputs:
+            raise ModelLoadError(
+                f"{len(manifest.output_names)} output names declared; {file.name}'s forward "
+                f"returns {n_outputs} tensors"
+            )
+        log.info("%s has no declared inputs; from forward: %s", file.name, [s.name for s in inputs])
     return TorchModel(
         name,
         module,
         platform="pytorch_torchscript",
         device=device,
         dtype=dtype,
-        inputs=manifest.inputs,
+        inputs=inputs,
         output_names=manifest.output_names,
+        n_outputs=n_outputs,
     )
+
+
+def signature_specs(module: Any, file: str) -> tuple[tuple[TensorSpec, ...], int]:
+    """Inputs (FP32, any shape) and the output count from a TorchScript ``forward`` schema."""
+    try:
+        schema = module.forward.schema
+    except AttributeError:
+        raise ModelLoadError(f"{file} has no scripted forward; declare inputs") from None
+    specs: list[TensorSpec] = []
+    for arg in schema.arguments[1:]:  # [0] is self
+        if str(arg.type) == "Tensor":
+            specs.append(TensorSpec(arg.name, "FP32", ()))
+        elif not arg.has_default_value():
+            raise ModelLoadError(
+                f"{file}: forward argument {arg.name!r} is {arg.type}, not a Tensor; only "
+                "Tensor arguments can be served (others need a default)"
+            )
+    if not specs:
+        raise ModelLoadError(f"{file}: forward takes no Tensor arguments")
+    returns = [str(r.type) for r in schema.returns]
+    ret = schema.returns[0].type if len(schema.returns) == 1 else None
+    if returns == ["Tensor"]:
+        n = 1
+    elif (
+        ret is not None
+        and ret.kind() == "TupleType"
+        and all(str(e) == "Tensor" for e in ret.elements())
+    ):
+        n = len(ret.elements())
+    else:
+        raise ModelLoadError(
+            f"{file}: forward returns {returns}; without declared input shapes only a Tensor "
+            "or a tuple of Tensors can be served. Declare inputs with shapes (--inputs or "
+            "berth.json) so a warm-up pass finds the outputs"
+        )
+    return tuple(specs), n
 
 
 def _export_specs(ep: Any) -> tuple[tuple[TensorSpec, ...], int | None]:
@@ -194,6 +253,7 @@ def load_export(
     name: str, path: Path, manifest: Manifest, device: torch.device, dtype: torch.dtype
 ) -> TorchModel:
     file = _one(path, (".pt2",), "torch.export")
+    check_pt2(file)  # refuses pickled, opaque and native-code entries before torch reads any
     try:
         ep = torch.export.load(str(file))
     except Exception as exc:
@@ -227,8 +287,9 @@ def load_export(
     )
 
 
-def import_factory(ref: str) -> Callable[..., Any]:
-    """Import ``module:function``; the module must be importable from sys.path."""
+def import_factory(ref: str, allow: tuple[str, ...]) -> Callable[..., Any]:
+    """Import ``module:function``; the module must be under an allowed prefix and importable."""
+    check_factory(ref, allow)
     mod_name, _, fn_name = ref.partition(":")
     try:
         fn = getattr(importlib.import_module(mod_name), fn_name)
@@ -246,22 +307,29 @@ def load_safetensors(
     device: torch.device,
     dtype: torch.dtype,
     factory: str | None,
+    factory_allow: tuple[str, ...] = (),
 ) -> TorchModel:
+    """Weights from safetensors, module from ``factory``, which comes only from the command
+    line (the ModelDeployment), never from the model folder, and must be allow-listed."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    ref = factory or manifest.factory
-    if not ref:
+    if manifest.factory and manifest.factory != factory:
         raise ModelLoadError(
-            "safetensors models need --factory module:function (or factory in berth.json)"
+            f"berth.json names factory {manifest.factory!r}; a model folder cannot choose code "
+            "to run. Pass --factory (spec.model.factory) instead"
         )
+    ref = factory
+    if not ref:
+        raise ModelLoadError("safetensors models need --factory module:function")
+    check_factory(ref, factory_allow)
     state: dict[str, torch.Tensor] = {}
     for file in _find(path, (".safetensors",), "safetensors"):
         try:
             state.update(load_file(str(file), device="cpu"))
         except (SafetensorError, OSError, ValueError) as exc:
             raise ModelLoadError(f"{file.name} is not a valid safetensors file: {exc}") from exc
-    module = import_factory(ref)(**manifest.factory_kwargs)
+    module = import_factory(ref, factory_allow)(**manifest.factory_kwargs)
     if not isinstance(module, torch.nn.Module):
         raise ModelLoadError(f"factory {ref!r} returned {type(module).__name__}, not an nn.Module")
     try:
