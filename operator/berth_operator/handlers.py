@@ -7,12 +7,14 @@ Indexes keep the latest of each in memory, so status needs no polling.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import kopf
 
 from berth_operator import builders, status
+from berth_operator.autoscaling.loop import Autoscaler
 from berth_operator.errors import ApplyError, RenderError
 from berth_operator.kube import Kube, is_established
 from berth_operator.reconciler import Reconciler, plain_child, plain_md
@@ -24,6 +26,7 @@ PODMONITOR_CRD = "podmonitors.monitoring.coreos.com"
 
 # One reconciler per process; main() may replace its settings before kopf starts.
 RECONCILER = Reconciler(from_env())
+AUTOSCALER: dict[str, Any] = {}  # "loop": the Autoscaler, "task": its asyncio task
 
 
 def configure(settings: Settings) -> None:
@@ -31,7 +34,7 @@ def configure(settings: Settings) -> None:
 
 
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=G)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=G, key="last-handled-configuration"
@@ -52,10 +55,20 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         kube.field_manager, timeout=kube.request_timeout, max_in_flight=kube.max_in_flight
     )
     RECONCILER.podmonitors = await RECONCILER.kube.crd_established(PODMONITOR_CRD)
+    RECONCILER.bind(kwargs)
+    if RECONCILER.settings.autoscaling.enabled:
+        scaler = Autoscaler(RECONCILER, RECONCILER.settings.autoscaling)
+        AUTOSCALER["loop"] = scaler
+        AUTOSCALER["task"] = asyncio.create_task(scaler.run(), name="berth-autoscaler")
 
 
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
+    task = AUTOSCALER.pop("task", None)
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await AUTOSCALER.pop("loop").close()
     if RECONCILER.kube is not None:
         await RECONCILER.kube.close()
 
@@ -68,6 +81,11 @@ async def cleanup(**_: Any) -> None:
 @kopf.index(G, V, P)
 async def model_index(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
     return {(str(namespace), name): plain_md(body)}
+
+
+@kopf.index(G, V, "scalingpolicies")
+async def policy_index(body: kopf.Body, name: str, **_: Any) -> Any:
+    return {name: {"metadata": {"name": name}, "spec": dict(body.get("spec") or {})}}
 
 
 @kopf.index("apps", "v1", "deployments", labels=MANAGED)
