@@ -129,7 +129,7 @@ def _wait_node_ready(dev: DevCluster, name: str, timeout: float = 60) -> None:
 
 
 def start_prometheus(dev: DevCluster) -> None:
-    from .cluster import DevClusterError, free_port, http_ok
+    from .cluster import DevClusterError, free_port, http_ok, read_state
 
     if _component_running(dev, "prometheus"):
         return
@@ -149,7 +149,9 @@ def start_prometheus(dev: DevCluster) -> None:
         nodes=[AGENT_NODE],
     )
     (pdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-    port = free_port(prometheus.DEFAULT_PORT)
+    # a restarted Prometheus keeps its address: the operator was given it at its start
+    previous = (read_state(dev.paths).get("urls") or {}).get("prometheus", "")
+    port = free_port(int(previous.rsplit(":", 1)[1]) if previous else prometheus.DEFAULT_PORT)
     url = f"http://127.0.0.1:{port}"
     state = _set_url(dev, "prometheus", url)
     dev._step(f"Prometheus on {url}")
@@ -195,7 +197,11 @@ def start_operator(dev: DevCluster) -> None:
         return
     port = free_port()
     state = _set_url(dev, "berth-operator", f"http://127.0.0.1:{port}/healthz")
-    dev._step(f"operator: berth operator run (health :{port})")
+    # the autoscaler queries the local Prometheus (when it runs; else models hold replicas)
+    prometheus_url = (state.get("urls") or {}).get("prometheus", "")
+    dev._step(
+        f"operator: berth operator run (health :{port}, Prometheus {prometheus_url or 'none'})"
+    )
     proc = dev._spawn(
         "berth-operator",
         [
@@ -205,7 +211,10 @@ def start_operator(dev: DevCluster) -> None:
             f"--liveness=http://127.0.0.1:{port}/healthz",
         ],
         state,
-        env={"KUBECONFIG": str(dev.paths.kubeconfig)},
+        env={
+            "KUBECONFIG": str(dev.paths.kubeconfig),
+            "BERTH_OPERATOR_AUTOSCALING_PROMETHEUS_URL": prometheus_url,
+        },
     )
     url = read_state(dev.paths)["urls"]["berth-operator"]
     dev._wait(

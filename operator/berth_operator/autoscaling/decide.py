@@ -215,7 +215,8 @@ def decide(
             rec = delayed
 
     # 5. rates
-    up_limit = math.ceil(max(n, 1) * policy.max_scale_up_rate - EPS)
+    # startup-aware: the rate multiplies *ready* replicas (as Knative), never forcing below n
+    up_limit = max(n, math.ceil(max(ready, 1) * policy.max_scale_up_rate - EPS))
     down_limit = math.floor(n / policy.max_scale_down_rate + EPS)
     if rec > up_limit:
         rec = up_limit

@@ -52,10 +52,14 @@ class TickStats:
 def observed(spec: Mapping[str, Any], pods: list[st.PodObs]) -> Observed:
     live = [p for p in pods if not p.deleting]
     gpu = [p for p in live if p.unschedulable and st.GPU_SHORTAGE in p.scheduler_message]
+    replicas = int(spec.get("replicas", 1))
+    ready = sum(1 for p in live if p.ready)
+    # asked for but not ready: pending, loading, or not even created yet
+    waiting = sum(1 for p in live if not p.ready) - len(gpu)
     return Observed(
-        replicas=int(spec.get("replicas", 1)),
-        ready=sum(1 for p in live if p.ready),
-        starting=sum(1 for p in live if not p.ready) - len(gpu),
+        replicas=replicas,
+        ready=ready,
+        starting=max(waiting, replicas - ready - len(gpu), 0),
         gpu_blocked=len(gpu),
         gpu_message=gpu[0].scheduler_message if gpu else "",
     )
