@@ -128,7 +128,7 @@ class Autoscaler:
                 raise
             except Exception:  # never let one bad tick stop autoscaling
                 logger.exception("autoscaler tick failed")
-            if self.clock() - logged >= 60 and self.history:
+            if self.clock() - logged >= self.settings.stats_log_seconds and self.history:
                 logged = self.clock()
                 self._log_stats()
             await asyncio.sleep(max(0.0, tick - (self.clock() - started)))
@@ -139,10 +139,12 @@ class Autoscaler:
         worst = max(t.seconds for t in ticks)
         cpu = sum(t.cpu_seconds for t in ticks) / len(ticks)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        mean = sum(t.seconds for t in ticks) / len(ticks)
+        writes = sum(t.writes for t in ticks)
         logger.info(
-            "autoscaler: %d ticks, %d models, %d queries/tick, tick max %.3f s, "
-            "CPU %.4f s/tick, peak RSS %.0f MiB",
-            len(ticks), ticks[-1].models, ticks[-1].queries, worst, cpu, rss,
+            "autoscaler: %d ticks, %d models, %d queries/tick, tick mean %.4f s max %.4f s, "
+            "CPU %.4f s/tick, %d scale writes, peak RSS %.0f MiB",
+            len(ticks), ticks[-1].models, ticks[-1].queries, mean, worst, cpu, writes, rss,
         )  # fmt: skip
 
     # --- one tick --------------------------------------------------------------
