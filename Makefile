@@ -61,6 +61,7 @@ lint: venv
 bench: venv k8s
 	.venv/bin/berth bench runtime
 	.venv/bin/berth bench operator
+	.venv/bin/berth bench autoscale
 
 bench-quick: venv
 	.venv/bin/berth bench runtime --quick
