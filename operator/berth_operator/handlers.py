@@ -8,6 +8,7 @@ Indexes keep the latest of each in memory, so status needs no polling.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from typing import Any
 
@@ -85,7 +86,7 @@ async def model_index(body: kopf.Body, namespace: str | None, name: str, **_: An
 
 @kopf.index(G, V, "scalingpolicies")
 async def policy_index(body: kopf.Body, name: str, **_: Any) -> Any:
-    return {name: {"metadata": {"name": name}, "spec": dict(body.get("spec") or {})}}
+    return {name: {"metadata": {"name": name}, "spec": copy.deepcopy(dict(body.get("spec") or {}))}}
 
 
 @kopf.index("apps", "v1", "deployments", labels=MANAGED)

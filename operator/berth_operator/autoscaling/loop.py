@@ -200,7 +200,11 @@ class Autoscaler:
                     )
                 )
                 continue
-            query = kind.query(self.labels, metric.get("query"))
+            try:
+                query = kind.query(self.labels, metric.get("query"))
+            except ValueError as exc:
+                readings[key] = Reading(problem=Problem("InvalidMetricQuery", str(exc)))
+                continue
             groups.setdefault((kind.name, query), []).append(key)
 
         answers = await asyncio.gather(
@@ -282,18 +286,18 @@ class Autoscaler:
             return 0
         self._written[key] = (d.replicas, self.clock())
         self._last_scale[key] = st_now()
-        self._pushed.pop(key, None)
-        entry = self.r.autoscaling.get(key)
-        if entry is not None:  # publish lastScaleTime and AbleToScale with this write
-            entry["status"]["lastScaleTime"] = self._last_scale[key]
-            entry["conditions"][0] = self._able[key]
-            self.r.schedule_status(key)
         self._able[key] = _cond(
             "AbleToScale",
             True,
             "SucceededRescale",
             f"the scale subresource now asks for {replicas_text(d.replicas)}",
         )
+        self._pushed.pop(key, None)
+        entry = self.r.autoscaling.get(key)
+        if entry is not None:  # publish lastScaleTime and AbleToScale with this write
+            entry["status"]["lastScaleTime"] = self._last_scale[key]
+            entry["conditions"][0] = self._able[key]
+            self.r.schedule_status(key)
         reason = "ScaledUp" if d.replicas > before else "ScaledDown"
         message = f"{before} -> {d.replicas}: {d.reason}"
         logger.info("%s/%s %s %s", key[0], key[1], reason, message)
