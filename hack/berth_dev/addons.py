@@ -128,6 +128,16 @@ def _wait_node_ready(dev: DevCluster, name: str, timeout: float = 60) -> None:
     )
 
 
+def _listening(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
 def start_prometheus(dev: DevCluster) -> None:
     from .cluster import DevClusterError, free_port, http_ok, read_state
 
@@ -151,7 +161,11 @@ def start_prometheus(dev: DevCluster) -> None:
     (pdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
     # a restarted Prometheus keeps its address: the operator was given it at its start
     previous = (read_state(dev.paths).get("urls") or {}).get("prometheus", "")
-    port = free_port(int(previous.rsplit(":", 1)[1]) if previous else prometheus.DEFAULT_PORT)
+    if previous and not _listening(int(previous.rsplit(":", 1)[1])):
+        # Prometheus binds with SO_REUSEADDR: its old connections in TIME_WAIT do not matter
+        port = int(previous.rsplit(":", 1)[1])
+    else:
+        port = free_port(prometheus.DEFAULT_PORT)
     url = f"http://127.0.0.1:{port}"
     state = _set_url(dev, "prometheus", url)
     dev._step(f"Prometheus on {url}")

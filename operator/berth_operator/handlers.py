@@ -35,7 +35,7 @@ def configure(settings: Settings) -> None:
 
 
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
+async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=G)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=G, key="last-handled-configuration"
@@ -56,11 +56,16 @@ async def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
         kube.field_manager, timeout=kube.request_timeout, max_in_flight=kube.max_in_flight
     )
     RECONCILER.podmonitors = await RECONCILER.kube.crd_established(PODMONITOR_CRD)
-    RECONCILER.bind(kwargs)
-    if RECONCILER.settings.autoscaling.enabled:
-        scaler = Autoscaler(RECONCILER, RECONCILER.settings.autoscaling)
-        AUTOSCALER["loop"] = scaler
-        AUTOSCALER["task"] = asyncio.create_task(scaler.run(), name="berth-autoscaler")
+
+
+def start_autoscaler() -> None:
+    """Start the autoscaler loop once, from a resource handler: Kopf's Event posting
+    (kopf.event) only works in tasks started from a resource handler's context."""
+    if "task" in AUTOSCALER or not RECONCILER.settings.autoscaling.enabled:
+        return
+    scaler = Autoscaler(RECONCILER, RECONCILER.settings.autoscaling)
+    AUTOSCALER["loop"] = scaler
+    AUTOSCALER["task"] = asyncio.create_task(scaler.run(), name="berth-autoscaler")
 
 
 @kopf.on.cleanup()
@@ -135,6 +140,7 @@ async def reconcile(body: kopf.Body, reason: str, **kwargs: Any) -> None:
 @kopf.on.event(G, V, P)
 async def model_event(type: str, namespace: str | None, name: str, **kwargs: Any) -> None:
     RECONCILER.bind(kwargs)
+    start_autoscaler()
     if type == "DELETED":
         RECONCILER.forget((str(namespace), name))
 
