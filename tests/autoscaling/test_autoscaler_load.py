@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,9 @@ def test_load_step_scales_up_in_panic_and_back_down(
     c, ns = scaling_stack, namespace
     models = c.paths.root / "pvc" / ns / "models"
     models.mkdir(parents=True, exist_ok=True)
-    write_cnn(models)
+    with warnings.catch_warnings():  # torch.jit.script's deprecation notice
+        warnings.simplefilter("ignore", FutureWarning)
+        write_cnn(models)
     c.kubectl("apply", "-f", "-", input=pv_and_claim(ns))
     pname = f"load-{ns}"[:60]
     apply(c, policy(pname, windows=WINDOWS, panicThreshold=2,
