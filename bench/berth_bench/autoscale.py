@@ -23,6 +23,7 @@ Results: bench/results/autoscale-<date>.json (smoke: a temporary directory unles
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime
 import http.server
 import json
@@ -157,14 +158,18 @@ def _md(name: str, pool: str, policy: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def scale_part(cluster: Any, models: int, measure_s: float) -> dict[str, Any]:
+def scale_part(
+    cluster: Any, models: int, measure_s: float, settle_timeout: float = 600
+) -> dict[str, Any]:
     from berth_dev.config import NodePool
     from berth_dev.nodes import pool_manifests
+    from lightkube.generic_resource import create_namespaced_resource
 
     run_id = uuid.uuid4().hex[:5]
     ns, pool, policy = f"bench-as-{run_id}", f"bas{run_id}", f"bench-as-{run_id}"
     names = [f"m-{i:04d}" for i in range(models)]
-    workdir = Path(tempfile.mkdtemp(prefix="berth-bench-autoscale-"))
+    workdir = cluster.paths.root / f"bench-autoscale-{run_id}"  # logs, Prometheus data
+    workdir.mkdir(parents=True)
     exporter = Exporter(ns, names)
     exporter.start()
     prom, prom_url = start_prometheus(exporter.port, workdir)
@@ -191,14 +196,27 @@ def scale_part(cluster: Any, models: int, measure_s: float) -> dict[str, Any]:
     stats = ProcStats(op.pid)
     try:
         print(f"scale: {models} autoscaled models on {node_count} fake nodes ...", flush=True)
-        docs = [_md(n, pool, policy) for n in names]
-        for i in range(0, len(docs), 100):
-            cluster.kubectl(
-                "apply", "-n", ns, "-f", "-", input=yaml.safe_dump_all(docs[i : i + 100])
-            )
+        client = cluster.client()
+        md_res = create_namespaced_resource("serving.berth.dev", "v1alpha1", "ModelDeployment",
+                                            "modeldeployments")  # fmt: skip
+
+        def create(name: str) -> None:
+            for attempt in range(6):
+                try:
+                    client.create(md_res.from_dict(_md(name, pool, policy)), namespace=ns)
+                    return
+                except Exception as exc:  # overloaded API server: retry; 409: done
+                    if "already exists" in str(exc):
+                        return
+                    time.sleep(0.5 * 2**attempt)
+            raise RuntimeError(f"could not create {name}")
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool_exec:
+            list(pool_exec.map(create, names))
+        print(f"  created {models} ModelDeployments", flush=True)
         t0 = time.monotonic()
         active = 0
-        while time.monotonic() - t0 < 900:
+        while time.monotonic() - t0 < settle_timeout:
             out = cluster.kubectl("get", "md", "-n", ns, "-o", "json").stdout
             items = json.loads(out)["items"]
             active = sum(1 for m in items if any(
@@ -431,13 +449,15 @@ def main(argv: list[str]) -> int:
             "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
             "goals": GOALS,
         }
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = out / f"autoscale-{stamp}{'-smoke' if args.smoke else ''}.json"
         result["reaction"] = "skipped" if args.no_reaction else reaction_part(cluster)
+        path.write_text(json.dumps(result, indent=2) + "\n")  # a partial result first
+        print(json.dumps(result["reaction"], indent=2), flush=True)
         result["scale"] = scale_part(cluster, args.models, args.measure)
     finally:
         if started:
             cluster.down(quiet=True)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = out / f"autoscale-{stamp}{'-smoke' if args.smoke else ''}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     print(f"wrote {path}")
