@@ -44,7 +44,7 @@ REWRITE_AFTER = 10.0  # seconds: write the same count again if the index still s
 class TickStats:
     models: int
     queries: int
-    writes: int
+    writes: int  # /scale writes started
     seconds: float  # wall time of the tick
     cpu_seconds: float  # process CPU time used by the tick
 
@@ -111,10 +111,14 @@ class Autoscaler:
         self._last_scale: dict[Key, str] = {}
         self._pushed: dict[Key, tuple[Any, float]] = {}
         self._policy_counts: dict[str, int] = {}
+        self._inflight: dict[Key | str, asyncio.Task[Any]] = {}  # writes in flight
         self.last: TickStats | None = None
         self.history: list[TickStats] = []  # the last few hundred ticks, for the log line
 
     async def close(self) -> None:
+        for task in list(self._inflight.values()):
+            task.cancel()
+        await asyncio.gather(*self._inflight.values(), return_exceptions=True)
         await self.prometheus.close()
 
     async def run(self) -> None:
@@ -226,17 +230,20 @@ class Autoscaler:
                     v = values.get(k)
                     readings[k] = Reading(problem=v) if isinstance(v, Problem) else Reading(value=v)
 
-        pending = []
+        writes = 0
         for key, md in models.items():
             write = self._decide(key, md, chosen.get(key), readings[key], now)
-            if write is not None:
-                pending.append(write)
-        writes = await asyncio.gather(*(self._scale(*w) for w in pending))
-        await self._policy_status(counts)
+            if write is not None and key not in self._inflight:
+                # writes queue behind the operator's other API writes (a mass create):
+                # never let them stall the tick; one write per model in flight
+                self._background(key, self._scale(*write))
+                writes += 1
+        if "policies" not in self._inflight:
+            self._background("policies", self._policy_status(counts))
         stats = TickStats(
             models=len(models),
             queries=len(groups),
-            writes=sum(writes),
+            writes=writes,
             seconds=time.perf_counter() - t0,
             cpu_seconds=time.process_time() - cpu0,
         )
@@ -244,6 +251,11 @@ class Autoscaler:
         self.history.append(stats)
         del self.history[:-500]
         return stats
+
+    def _background(self, key: Key | str, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._inflight[key] = task
+        task.add_done_callback(lambda _: self._inflight.pop(key, None))
 
     def forget(self, key: Key) -> None:
         for cache in (self.states, self._written, self._able, self._last_scale, self._pushed):
