@@ -279,17 +279,19 @@ def scale_part(
         exporter.server.shutdown()
         print("cleaning up ...", flush=True)
         cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if cluster.kubectl("get", "namespace", ns, check=False).returncode != 0:
-                break
-            time.sleep(2)
-        leases.stop = True
-        cluster.kubectl("delete", "scalingpolicy", policy, "--wait=false", check=False)
-        cluster.kubectl("delete", "nodes", "-l", f"berth.dev/pool={pool}", "--wait=false",
-                        check=False)  # fmt: skip
-        cluster.kubectl("delete", "leases", "-n", "kube-node-lease", *leases.names,
-                        "--wait=false", check=False)  # fmt: skip
+        try:  # KWOK finishes the pods while the nodes exist; then the nodes go, whatever happens
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                if cluster.kubectl("get", "namespace", ns, check=False).returncode != 0:
+                    break
+                time.sleep(2)
+        finally:
+            leases.stop = True
+            cluster.kubectl("delete", "scalingpolicy", policy, "--wait=false", check=False)
+            cluster.kubectl("delete", "nodes", "-l", f"berth.dev/pool={pool}", "--wait=false",
+                            check=False)  # fmt: skip
+            cluster.kubectl("delete", "leases", "-n", "kube-node-lease", *leases.names,
+                            "--wait=false", check=False)  # fmt: skip
         if dev_operator:
             from berth_dev.addons import Addons
 
