@@ -58,9 +58,10 @@ lint: venv
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 
-bench: venv k8s
+bench: venv k8s prometheus
 	.venv/bin/berth bench runtime
 	.venv/bin/berth bench operator
+	.venv/bin/berth bench autoscale
 
 bench-quick: venv
 	.venv/bin/berth bench runtime --quick

@@ -8,6 +8,7 @@ import sys
 BENCHES = {
     "runtime": "berth_bench.runtime",
     "operator": "berth_bench.operator",
+    "autoscale": "berth_bench.autoscale",
 }
 
 

@@ -128,8 +128,18 @@ def _wait_node_ready(dev: DevCluster, name: str, timeout: float = 60) -> None:
     )
 
 
+def _listening(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
 def start_prometheus(dev: DevCluster) -> None:
-    from .cluster import DevClusterError, free_port, http_ok
+    from .cluster import DevClusterError, free_port, http_ok, read_state
 
     if _component_running(dev, "prometheus"):
         return
@@ -149,7 +159,13 @@ def start_prometheus(dev: DevCluster) -> None:
         nodes=[AGENT_NODE],
     )
     (pdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-    port = free_port(prometheus.DEFAULT_PORT)
+    # a restarted Prometheus keeps its address: the operator was given it at its start
+    previous = (read_state(dev.paths).get("urls") or {}).get("prometheus", "")
+    if previous and not _listening(int(previous.rsplit(":", 1)[1])):
+        # Prometheus binds with SO_REUSEADDR: its old connections in TIME_WAIT do not matter
+        port = int(previous.rsplit(":", 1)[1])
+    else:
+        port = free_port(prometheus.DEFAULT_PORT)
     url = f"http://127.0.0.1:{port}"
     state = _set_url(dev, "prometheus", url)
     dev._step(f"Prometheus on {url}")
@@ -195,7 +211,11 @@ def start_operator(dev: DevCluster) -> None:
         return
     port = free_port()
     state = _set_url(dev, "berth-operator", f"http://127.0.0.1:{port}/healthz")
-    dev._step(f"operator: berth operator run (health :{port})")
+    # the autoscaler queries the local Prometheus (when it runs; else models hold replicas)
+    prometheus_url = (state.get("urls") or {}).get("prometheus", "")
+    dev._step(
+        f"operator: berth operator run (health :{port}, Prometheus {prometheus_url or 'none'})"
+    )
     proc = dev._spawn(
         "berth-operator",
         [
@@ -205,7 +225,10 @@ def start_operator(dev: DevCluster) -> None:
             f"--liveness=http://127.0.0.1:{port}/healthz",
         ],
         state,
-        env={"KUBECONFIG": str(dev.paths.kubeconfig)},
+        env={
+            "KUBECONFIG": str(dev.paths.kubeconfig),
+            "BERTH_OPERATOR_AUTOSCALING_PROMETHEUS_URL": prometheus_url,
+        },
     )
     url = read_state(dev.paths)["urls"]["berth-operator"]
     dev._wait(

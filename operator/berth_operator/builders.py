@@ -38,6 +38,9 @@ CONTAINER = "runtime"
 READY_PATH = "/v2/health/ready"
 LIVE_PATH = "/v2/health/live"
 METRICS_PATH = "/metrics"
+SCRAPE_INTERVAL = "2s"
+MODEL_SERIES_LABEL = "modeldeployment"  # the label the autoscaler's queries group by
+MODEL_META_LABEL = "__meta_kubernetes_pod_label_serving_berth_dev_model"
 
 Manifest = dict[str, Any]
 ChildKey = tuple[str, str]  # (kind, name)
@@ -410,7 +413,21 @@ def pod_monitor(md: Mapping[str, Any]) -> Manifest:
         "metadata": _metadata(md),
         "spec": {
             "selector": {"matchLabels": selector_labels(md["metadata"]["name"])},
-            "podMetricsEndpoints": [{"port": "http", "path": METRICS_PATH}],
+            "podMetricsEndpoints": [
+                {
+                    "port": "http",
+                    "path": METRICS_PATH,
+                    # short enough for the autoscaler's 6 s panic window
+                    "interval": SCRAPE_INTERVAL,
+                    # the autoscaler groups by (namespace, modeldeployment)
+                    "relabelings": [
+                        {
+                            "sourceLabels": [MODEL_META_LABEL],
+                            "targetLabel": MODEL_SERIES_LABEL,
+                        }
+                    ],
+                }
+            ],
         },
     }
 

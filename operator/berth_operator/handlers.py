@@ -7,12 +7,15 @@ Indexes keep the latest of each in memory, so status needs no polling.
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import logging
 from typing import Any
 
 import kopf
 
 from berth_operator import builders, status
+from berth_operator.autoscaling.loop import Autoscaler
 from berth_operator.errors import ApplyError, RenderError
 from berth_operator.kube import Kube, is_established
 from berth_operator.reconciler import Reconciler, plain_child, plain_md
@@ -24,6 +27,7 @@ PODMONITOR_CRD = "podmonitors.monitoring.coreos.com"
 
 # One reconciler per process; main() may replace its settings before kopf starts.
 RECONCILER = Reconciler(from_env())
+AUTOSCALER: dict[str, Any] = {}  # "loop": the Autoscaler, "task": its asyncio task
 
 
 def configure(settings: Settings) -> None:
@@ -54,8 +58,23 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     RECONCILER.podmonitors = await RECONCILER.kube.crd_established(PODMONITOR_CRD)
 
 
+def start_autoscaler() -> None:
+    """Start the autoscaler loop once, from a resource handler: Kopf's Event posting
+    (kopf.event) only works in tasks started from a resource handler's context."""
+    if "task" in AUTOSCALER or not RECONCILER.settings.autoscaling.enabled:
+        return
+    scaler = Autoscaler(RECONCILER, RECONCILER.settings.autoscaling)
+    AUTOSCALER["loop"] = scaler
+    AUTOSCALER["task"] = asyncio.create_task(scaler.run(), name="berth-autoscaler")
+
+
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
+    task = AUTOSCALER.pop("task", None)
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await AUTOSCALER.pop("loop").close()
     if RECONCILER.kube is not None:
         await RECONCILER.kube.close()
 
@@ -68,6 +87,11 @@ async def cleanup(**_: Any) -> None:
 @kopf.index(G, V, P)
 async def model_index(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
     return {(str(namespace), name): plain_md(body)}
+
+
+@kopf.index(G, V, "scalingpolicies")
+async def policy_index(body: kopf.Body, name: str, **_: Any) -> Any:
+    return {name: {"metadata": {"name": name}, "spec": copy.deepcopy(dict(body.get("spec") or {}))}}
 
 
 @kopf.index("apps", "v1", "deployments", labels=MANAGED)
@@ -116,6 +140,7 @@ async def reconcile(body: kopf.Body, reason: str, **kwargs: Any) -> None:
 @kopf.on.event(G, V, P)
 async def model_event(type: str, namespace: str | None, name: str, **kwargs: Any) -> None:
     RECONCILER.bind(kwargs)
+    start_autoscaler()
     if type == "DELETED":
         RECONCILER.forget((str(namespace), name))
 

@@ -34,6 +34,9 @@ _RESOURCES: dict[tuple[str, str], Any] = {
         builders.GROUP, builders.VERSION, builders.KIND, builders.PLURAL
     ),
 }
+POLICY = create_global_resource(
+    builders.GROUP, builders.VERSION, "ScalingPolicy", "scalingpolicies"
+)
 _CRD = create_global_resource(
     "apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions"
 )
@@ -139,6 +142,41 @@ class Kube:
             raise ApplyError(f"patch status of {name}: {exc}") from exc
         except Exception as exc:
             raise ApplyError(f"patch status of {name}: {exc!r}") from exc
+        return True
+
+    async def scale(self, namespace: str, name: str, replicas: int) -> bool:
+        """Write replicas through the ModelDeployment's scale subresource; False when gone."""
+        res = _resource(builders.API_VERSION, builders.KIND)
+        try:
+            async with self._writes:
+                await self._client.patch(
+                    res.Scale,
+                    name,
+                    {"spec": {"replicas": int(replicas)}},
+                    namespace=namespace,
+                    patch_type=PatchType.MERGE,
+                )
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return False
+            raise ApplyError(f"scale {name} to {replicas}: {exc}") from exc
+        except Exception as exc:
+            raise ApplyError(f"scale {name} to {replicas}: {exc!r}") from exc
+        return True
+
+    async def patch_policy_status(self, name: str, status: Mapping[str, Any]) -> bool:
+        """Merge-patch a ScalingPolicy's status; False when it is gone."""
+        try:
+            async with self._writes:
+                await self._client.patch(
+                    POLICY.Status, name, {"status": dict(status)}, patch_type=PatchType.MERGE
+                )
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return False
+            raise ApplyError(f"patch status of ScalingPolicy {name}: {exc}") from exc
+        except Exception as exc:
+            raise ApplyError(f"patch status of ScalingPolicy {name}: {exc!r}") from exc
         return True
 
     async def crd_established(self, name: str) -> bool:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 
-USAGE = "berth operator run [--namespace NS ... | --all-namespaces] [--standalone] [--verbose]"
+USAGE = (
+    "berth operator run [--namespace NS ... | --all-namespaces] [--standalone] "
+    "[--prometheus-url URL] [--verbose]"
+)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -28,6 +32,11 @@ def parser() -> argparse.ArgumentParser:
         "--liveness",
         metavar="URL",
         help="serve a liveness endpoint, e.g. http://0.0.0.0:8081/healthz",
+    )
+    run.add_argument(
+        "--prometheus-url",
+        metavar="URL",
+        help="Prometheus the autoscaler queries (else BERTH_OPERATOR_AUTOSCALING_PROMETHEUS_URL)",
     )
     run.add_argument("-v", "--verbose", action="store_true", help="log every handler run")
     return p
@@ -52,7 +61,11 @@ def main(argv: list[str]) -> int:
     from berth_operator import handlers
     from berth_operator.settings import from_env
 
-    handlers.configure(from_env())
+    settings = from_env()
+    if args.prometheus_url:
+        scaling = dataclasses.replace(settings.autoscaling, prometheus_url=args.prometheus_url)
+        settings = dataclasses.replace(settings, autoscaling=scaling)
+    handlers.configure(settings)
     _limit_malloc_arenas()
     logging.basicConfig(
         level=logging.INFO,

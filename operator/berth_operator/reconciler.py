@@ -29,6 +29,7 @@ CHILD_KINDS = ("Deployment", "Service", "PodDisruptionBudget", "PodMonitor")
 WARNING_REASONS = {
     "InvalidSpec", "InsufficientGPU", "Unschedulable", "ModelLoadFailed",
     "ImagePullFailed", "ProgressDeadlineExceeded",
+    "MetricsUnavailable", "InvalidMetricQuery", "PolicyNotFound", "FailedUpdateScale",
 }  # fmt: skip
 
 
@@ -121,6 +122,8 @@ class Reconciler:
         self._applied_generation: dict[Key, int] = {}
         self._invalid: dict[Key, tuple[int, str]] = {}  # key -> (generation, message)
         self._terminating: dict[str, float] = {}  # namespace -> when deletion was seen
+        # The autoscaler's latest status.autoscaling block and conditions, per model.
+        self.autoscaling: dict[Key, dict[str, Any]] = {}
         # Event sink; replaced in tests. kopf.event queues and posts in the background.
         self.post_event: Callable[[dict[str, Any], str, str, str], None] = self._kopf_event
 
@@ -138,6 +141,10 @@ class Reconciler:
     def _event(self, md: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         if not self.terminating(md["metadata"]["namespace"]):
             self.post_event(md_ref(md), type_, reason, message)
+
+    def event_for(self, md: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        """Post an Event on a ModelDeployment (not into a namespace being deleted)."""
+        self._event(md, type_, reason, message)
 
     @staticmethod
     def _kopf_event(ref: dict[str, Any], type_: str, reason: str, message: str) -> None:
@@ -182,7 +189,10 @@ class Reconciler:
         return self._locks.setdefault(key, asyncio.Lock())
 
     def forget(self, key: Key) -> None:
-        for cache in (self._last_status, self._applied_generation, self._invalid, self._locks):
+        for cache in (
+            self._last_status, self._applied_generation, self._invalid, self._locks,
+            self.autoscaling,
+        ):  # fmt: skip
             cache.pop(key, None)
         for kind in CHILD_KINDS:
             self._recent.pop((kind, key), None)
@@ -349,7 +359,7 @@ class Reconciler:
         return status.compute(
             md, dep, self.pods(key), self.settings,
             invalid=invalid_message, observed_generation=observed,
-            previous=previous, now=now(),
+            previous=previous, now=now(), autoscaling=self.autoscaling.get(key),
         )  # fmt: skip
 
     async def write_status(self, key: Key) -> None:
@@ -361,7 +371,10 @@ class Reconciler:
         new = self.observe(key, md)
         if status.same_status(previous, new):
             return
-        if not await self.kube.patch_status(key[0], key[1], new):
+        patch = new
+        if "autoscaling" not in new and previous.get("autoscaling"):
+            patch = {**new, "autoscaling": None}  # autoscaling removed from the spec
+        if not await self.kube.patch_status(key[0], key[1], patch):
             return
         self._last_status[key] = new
         for cond in status.condition_changes(previous, new):

@@ -64,10 +64,38 @@ class ReconcileSettings:
 
 
 @dataclass(frozen=True)
+class AutoscalingSettings:
+    """The autoscaler loop (see autoscaling/ and the README's formulas)."""
+
+    # Prometheus base URL, e.g. http://prometheus.monitoring:9090; empty: every autoscaled
+    # model reports MetricsUnavailable and holds its replicas.
+    prometheus_url: str = ""
+    # Seconds between decisions; one query per metric type in use per tick.
+    tick_seconds: float = 2.0
+    # Seconds before a Prometheus query is abandoned (the model then holds: missing data).
+    query_timeout: float = 1.5
+    # Label carrying the ModelDeployment name on runtime series (relabelled from the pod
+    # label serving.berth.dev/model by the PodMonitor and the dev Prometheus).
+    model_label: str = "modeldeployment"
+    # Label carrying the pod's namespace.
+    namespace_label: str = "namespace"
+    # Range of rate() for rps and latencyP95 (at least two scrape intervals).
+    rate_window: str = "10s"
+    # Seconds between status refreshes when only the value moved (decisions write at once);
+    # 1,000 models x one write per 30 s is ~33 status writes/s at most.
+    status_refresh_seconds: float = 30.0
+    # Seconds between the log lines with tick duration, queries, CPU per tick and peak RSS.
+    stats_log_seconds: float = 60.0
+    # Whether the loop runs at all (off: spec.autoscaling only clamps spec.replicas).
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
 class Settings:
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
     kube: KubeSettings = field(default_factory=KubeSettings)
     reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
+    autoscaling: AutoscalingSettings = field(default_factory=AutoscalingSettings)
 
 
 def _convert(raw: str, default: object, key: str) -> object:

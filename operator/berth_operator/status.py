@@ -5,11 +5,15 @@ Observations are small frozen dataclasses built from API bodies by `observe_*`;
 changed between two statuses (each change becomes an Event).
 
 Conditions:
-  Ready        True when every desired replica is updated and ready (Serving), or when
-               an autoscaled model is at zero (ScaledToZero).
+  Ready        True when every desired replica is updated and ready (Serving). A model at
+               zero replicas is not Ready (ScaledToZero): no gateway exists yet that
+               could wake it on a request.
   Progressing  True while the Deployment rolls out (Creating, RollingOut).
   Degraded     True when something needs a human: InvalidSpec, InsufficientGPU,
                Unschedulable, ModelLoadFailed, ImagePullFailed, ProgressDeadlineExceeded.
+  AbleToScale, ScalingActive, ScalingLimited
+               the autoscaler's (HPA's names), for models with spec.autoscaling; passed in
+               by the reconciler from the autoscaler loop, with status.autoscaling.
 """
 
 from __future__ import annotations
@@ -22,6 +26,10 @@ from berth_operator import builders
 from berth_operator.settings import Settings
 
 CONDITION_TYPES = ("Ready", "Progressing", "Degraded")
+AUTOSCALER_CONDITIONS = ("AbleToScale", "ScalingActive", "ScalingLimited")
+# An autoscaler condition that is news the first time it appears (one Event).
+AUTOSCALER_PROBLEMS = {"MetricsUnavailable", "InvalidMetricQuery", "PolicyNotFound",
+                       "InsufficientGPU", "FailedUpdateScale"}  # fmt: skip
 GPU_SHORTAGE = f"Insufficient {builders.GPU_RESOURCE}"
 CRASH_REASONS = {"CrashLoopBackOff": "ModelLoadFailed", "RunContainerError": "ModelLoadFailed"}
 PULL_REASONS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName"}
@@ -141,6 +149,7 @@ def compute(
     observed_generation: int | None = None,
     previous: Mapping[str, Any] | None = None,
     now: str = "",
+    autoscaling: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The status subresource for one ModelDeployment (lastTransitionTime kept when stable)."""
     meta, spec = md["metadata"], md["spec"]
@@ -181,9 +190,10 @@ def compute(
     if invalid:
         ready_c = _cond("Ready", False, "InvalidSpec", invalid, gen)
     elif desired == 0 and rolled_out:
-        autoscaled = bool(spec.get("autoscaling"))
-        ready_c = _cond("Ready", autoscaled, "ScaledToZero",
-                        "scaled to zero; the gateway wakes it on demand" if autoscaled
+        # Nothing serves requests and no gateway exists yet to wake the model: not Ready.
+        ready_c = _cond("Ready", False, "ScaledToZero",
+                        "scaled to zero by the autoscaler (idle); requests fail until it is "
+                        "scaled up again: no gateway wakes it yet" if spec.get("autoscaling")
                         else "spec.replicas is 0", gen)  # fmt: skip
     elif rolled_out and ready >= desired:
         ready_c = _cond("Ready", True, "Serving", f"{ready}/{desired} replicas ready", gen)
@@ -194,6 +204,9 @@ def compute(
         ready_c = _cond("Ready", False, reason, f"{ready}/{desired} replicas ready", gen)
 
     conditions = [ready_c, progressing, degraded_c]
+    scaler = autoscaling if spec.get("autoscaling") else None
+    if scaler:
+        conditions += [{**c, "observedGeneration": gen} for c in scaler.get("conditions") or []]
     old = {c.get("type"): c for c in (previous or {}).get("conditions") or []}
     for cond in conditions:
         before = old.get(cond["type"])
@@ -201,7 +214,7 @@ def compute(
             cond["lastTransitionTime"] = before["lastTransitionTime"]
         else:
             cond["lastTransitionTime"] = now
-    return {
+    out = {
         "observedGeneration": gen,
         "replicas": current,
         "readyReplicas": ready,
@@ -212,6 +225,9 @@ def compute(
         "modelName": builders.served_name(md),
         "conditions": conditions,
     }
+    if scaler and scaler.get("status"):
+        out["autoscaling"] = dict(scaler["status"])
+    return out
 
 
 def condition_changes(
@@ -227,7 +243,11 @@ def condition_changes(
     for cond in current.get("conditions") or []:
         before = old.get(cond["type"])
         if before is None:
-            if cond["type"] in ("Degraded", "Ready") and cond["status"] == "True":
+            news = cond["type"] in ("Degraded", "Ready") and cond["status"] == "True"
+            news = news or (
+                cond["type"] in AUTOSCALER_CONDITIONS and cond["reason"] in AUTOSCALER_PROBLEMS
+            )
+            if news:
                 changed.append(cond)
         elif (before.get("status"), before.get("reason")) != (cond["status"], cond["reason"]):
             changed.append(cond)

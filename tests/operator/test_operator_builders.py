@@ -30,6 +30,9 @@ LABELS = {
 SELECTOR = {"app.kubernetes.io/name": "berth-runtime", "app.kubernetes.io/instance": "m"}
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
+# The scrape endpoint: 2 s (the panic window is 6 s), the model name as a series label.
+PODMETRICS = [{"port": "http", "path": "/metrics", "interval": "2s", "relabelings": [{"sourceLabels": ["__meta_kubernetes_pod_label_serving_berth_dev_model"], "targetLabel": "modeldeployment"}]}]  # fmt: skip
+
 
 def md(**spec: Any) -> dict[str, Any]:
     spec.setdefault("model", {"uri": "file:///models/m.pt", "format": "torchscript"})
@@ -343,7 +346,7 @@ def test_service_pdb_podmonitor_exact() -> None:
         "metadata": meta,
         "spec": {
             "selector": {"matchLabels": SELECTOR},
-            "podMetricsEndpoints": [{"port": "http", "path": "/metrics"}],
+            "podMetricsEndpoints": PODMETRICS,
         },
     }
 

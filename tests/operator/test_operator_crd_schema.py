@@ -63,6 +63,7 @@ def test_modeldeployment_names_columns_subresources() -> None:
         "Model": ".spec.model.uri",
         "GPUs": ".spec.resources.gpu.count",
         "Ready": ".status.ready",
+        "Targets": ".status.autoscaling.targets",
         "Status": '.status.conditions[?(@.type=="Ready")].reason',
         "URL": ".status.url",
         "Age": ".metadata.creationTimestamp",
@@ -73,4 +74,10 @@ def test_scalingpolicy_is_cluster_scoped() -> None:
     crd = load("scalingpolicies.serving.berth.dev")["spec"]
     assert crd["scope"] == "Cluster"
     spec = crd["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
-    assert set(spec) == {"windows", "panicThreshold", "rates", "idleToZero"}
+    # the original four fields stay (backward compatible); tolerance and fallback were added
+    assert set(spec) == {"windows", "panicThreshold", "rates", "idleToZero", "tolerance",
+                         "fallback"}  # fmt: skip
+    version = crd["versions"][0]
+    assert version["subresources"] == {"status": {}}
+    columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
+    assert columns["Models"] == ".status.models"

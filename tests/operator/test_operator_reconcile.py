@@ -33,6 +33,9 @@ spec:
             spec: {type: object, x-kubernetes-preserve-unknown-fields: true}
 """
 
+# The scrape endpoint: 2 s (the panic window is 6 s), the model name as a series label.
+PODMETRICS = [{"port": "http", "path": "/metrics", "interval": "2s", "relabelings": [{"sourceLabels": ["__meta_kubernetes_pod_label_serving_berth_dev_model"], "targetLabel": "modeldeployment"}]}]  # fmt: skip
+
 
 def md_get(cluster: Any, ns: str, name: str) -> Any:
     return get(cluster, "modeldeployments", name, ns)
@@ -271,7 +274,7 @@ def test_podmonitor_when_prometheus_operator_installed(
                         "crd/podmonitors.monitoring.coreos.com")  # fmt: skip
         pm = wait_for(lambda: get(cluster, "podmonitors", "watched", namespace), 60,
                       what="PodMonitor")  # fmt: skip
-        assert pm["spec"]["podMetricsEndpoints"] == [{"port": "http", "path": "/metrics"}]
+        assert pm["spec"]["podMetricsEndpoints"] == PODMETRICS
         assert pm["metadata"]["ownerReferences"][0]["name"] == "watched"
         # A new model gets one too, right away.
         cpu_model(cluster, namespace, "watched2")

@@ -111,10 +111,10 @@ CASES = [
      {"Ready": ("False", "ProgressDeadlineExceeded"),
       "Progressing": ("False", "ProgressDeadlineExceeded"),
       "Degraded": ("True", "ProgressDeadlineExceeded")}),
-    # Autoscaled to zero: Ready (the gateway activates it).
+    # Autoscaled to zero: not Ready, since no gateway exists yet that could wake it.
     (md(replicas=0, autoscaling={"minReplicas": 0, "maxReplicas": 2}),
      dep(replicas=0, ready=0, updated=0, current=0), [], None,
-     {"Ready": ("True", "ScaledToZero"), "Progressing": ("False", "RolloutComplete"),
+     {"Ready": ("False", "ScaledToZero"), "Progressing": ("False", "RolloutComplete"),
       "Degraded": ("False", "Healthy")}),
     # Zero by hand: not Ready.
     (md(replicas=0), dep(replicas=0, ready=0, updated=0, current=0), [], None,

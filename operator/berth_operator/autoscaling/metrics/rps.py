@@ -1,0 +1,25 @@
+"""rps: inference requests per second (health probes excluded), summed per model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from . import Key, Labels, Value, by_clause, by_model, selector
+
+
+class Rps:
+    name = "rps"
+    kind = "total"
+    description = "requests per second"
+
+    def query(self, labels: Labels, user_query: str | None = None) -> str:
+        return (
+            f"sum {by_clause(labels)} (rate(berth_requests_total"
+            f'{{{selector(labels)},protocol!="health"}}[{labels.rate_window}]))'
+        )
+
+    def values(
+        self, result: Sequence[Mapping[str, Any]], labels: Labels, keys: Iterable[Key]
+    ) -> dict[Key, Value]:
+        return by_model(result, labels, keys)

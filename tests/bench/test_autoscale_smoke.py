@@ -1,0 +1,31 @@
+"""`berth bench autoscale --smoke`: 20 autoscaled models, a real Prometheus, the operator."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+
+def test_autoscale_bench_smoke(cluster: Any, tmp_path: Path) -> None:
+    berth = Path(sys.executable).with_name("berth")
+    proc = subprocess.run(
+        [str(berth), "bench", "autoscale", "--smoke", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=580, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (path,) = tmp_path.glob("autoscale-*-smoke.json")
+    result = json.loads(path.read_text())
+    scale = result["scale"]
+    assert scale["models"] == 20 and scale["models_scaling_active"] == 20
+    # one metric type in use: one query per tick, whatever the number of models
+    assert scale["autoscaler_tick"]["queries_per_tick_operator"] == 1
+    assert 0 < scale["prometheus_queries_per_tick"] <= 1.5
+    assert scale["autoscaler_tick"]["ticks"] > 0
+    assert scale["operator_peak_rss_mb"] > 0
