@@ -26,12 +26,14 @@ REPO = Path(__file__).resolve().parent.parent.parent
 CRDS_DIR = REPO / "crds"
 AGENT_NODE = "local-0"
 BERTH = str(Path(sys.executable).parent / "berth")  # the console script of this venv
+NODE_NAME = "local-node-0"  # the real node (node.py)
 
 
 @dataclass(frozen=True)
 class Addons:
     """Which parts to start after the control plane (the CLI's --no-* flags)."""
 
+    node: bool = True  # the real node: containerd + kubelet + kube-proxy (node.py)
     agent: bool = True  # node agent: runs runtime pods as local processes on local-0
     prometheus: bool = True  # a real Prometheus scraping the agent's pods
     operator: bool = True  # CRDs + `berth operator run`
@@ -39,7 +41,7 @@ class Addons:
 
     @classmethod
     def none(cls) -> Addons:
-        return cls(agent=False, prometheus=False, operator=False, examples=False)
+        return cls(node=False, agent=False, prometheus=False, operator=False, examples=False)
 
 
 def _component_running(dev: DevCluster, name: str) -> bool:
@@ -146,7 +148,7 @@ def start_prometheus(dev: DevCluster) -> None:
         pki / "ca.crt",
         pki / "admin.crt",
         pki / "admin.key",
-        nodes=[AGENT_NODE],
+        nodes=[AGENT_NODE, NODE_NAME],
     )
     (pdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
     port = free_port(prometheus.DEFAULT_PORT)
@@ -213,8 +215,33 @@ def start_operator(dev: DevCluster) -> None:
     )
 
 
+def start_node(dev: DevCluster) -> None:
+    """The real node in the sandbox `up` made (kept when it runs)."""
+    from . import node
+    from .cluster import DevClusterError, read_state
+    from .netplan import NodeNet, cluster_tag
+    from .pki import Pki
+
+    if _component_running(dev, "kubelet"):
+        return
+    state = read_state(dev.paths)
+    holder = state.get("components", {}).get("node-sandbox", {}).get("pid")
+    if not holder or not _component_running(dev, "node-sandbox"):
+        raise DevClusterError(
+            "real node: the node sandbox is not running; `berth dev down` then `up`"
+        )
+    try:
+        node.check_host()
+        net = NodeNet(int(state["node"]["index"]), cluster_tag(dev.paths.root))
+        node.start(dev, state, net, Pki(dev.paths.pki), int(holder))
+    except node.NodeError as err:
+        raise DevClusterError(f"real node: {err}") from None
+
+
 def start(dev: DevCluster, addons: Addons) -> None:
     """Start the selected addons in dependency order."""
+    if addons.node:
+        start_node(dev)
     if addons.agent:
         start_agent(dev)
     if addons.prometheus:

@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
         help="start a local cluster even when $KUBECONFIG names a reachable one",
     )
     for addon, what in (
+        ("node", "the real node (containerd, kubelet, kube-proxy) that runs model pods"),
         ("agent", "the node agent (runs runtime pods as local processes on node local-0)"),
         ("prometheus", "Prometheus"),
         ("operator", "the CRDs and the operator"),
@@ -82,10 +83,11 @@ def usage_text(cluster: DevCluster) -> str:
 def cmd_up(args: argparse.Namespace) -> int:
     cluster = DevCluster(_config(args))
     addons = Addons(
+        node=not args.no_node,
         agent=not args.no_agent,
         prometheus=not args.no_prometheus,
         operator=not args.no_operator,
-        examples=not args.no_examples and not args.no_agent and not args.no_operator,
+        examples=not args.no_examples and not args.no_node and not args.no_operator,
     )
     if cluster.is_running():
         print(f"berth dev: a local cluster is already running in {cluster.paths.root}")

@@ -2,7 +2,9 @@
 
 Components run as local processes in their own sessions, so they outlive the
 `berth dev up` command; their pids, ports and URLs sit in `<root>/state.json`.
-All listeners are on 127.0.0.1. `down` stops them in reverse order and waits.
+The API server listens on the host end of the real node's link (a 198.18.0.0/15
+address on this machine only, see netplan.py), so the node and its pods reach it;
+every other listener is on 127.0.0.1. `down` stops them in reverse order and waits.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import base64
 import functools
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -26,6 +29,8 @@ from typing import Any
 
 import yaml
 
+from . import netplan
+from . import node as realnode
 from .addons import Addons
 from .config import DevConfig
 from .pki import Pki, ensure_pki
@@ -45,16 +50,16 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def free_port(preferred: int = 0) -> int:
-    """`preferred` when it is free on 127.0.0.1, else any free port."""
+def free_port(preferred: int = 0, host: str = "127.0.0.1") -> int:
+    """`preferred` when it is free on `host`, else any free port."""
     for port in ([preferred] if preferred else []) + [0]:
         with socket.socket() as s:
             try:
-                s.bind(("127.0.0.1", port))
+                s.bind((host, port))
             except OSError:
                 continue
             return int(s.getsockname()[1])
-    raise DevClusterError("no free port on 127.0.0.1")
+    raise DevClusterError(f"no free port on {host}")
 
 
 def build_binaries(progress: Progress = _stderr) -> Path:
@@ -229,7 +234,12 @@ class DevCluster:
 
     # -- lifecycle -------------------------------------------------------------------
     def _spawn(
-        self, name: str, argv: list[str], state: dict[str, Any], env: dict[str, str] | None = None
+        self,
+        name: str,
+        argv: list[str],
+        state: dict[str, Any],
+        env: dict[str, str] | None = None,
+        marker: str | None = None,
     ) -> subprocess.Popen[bytes]:
         log = self.paths.log(name).open("ab")
         proc = subprocess.Popen(
@@ -244,7 +254,7 @@ class DevCluster:
         log.close()
         state.setdefault("components", {})[name] = {
             "pid": proc.pid,
-            "marker": argv[0] if len(argv) < 2 else f"{argv[0]} {argv[1]}",
+            "marker": marker or (argv[0] if len(argv) < 2 else f"{argv[0]} {argv[1]}"),
             "log": str(self.paths.log(name)),
             "startedAt": time.time(),  # state.json sorts keys: down() orders by this
         }
@@ -290,23 +300,40 @@ class DevCluster:
             self._step("control plane binaries (a cold build compiles Kubernetes: 10-30 min)")
             bin_dir = build_binaries(self.progress)
         k8s = str(bin_dir / "berth-k8s")
-        pki = ensure_pki(self.paths.pki)
+        net = realnode.plan(root, read_state(self.paths))
+        pki = ensure_pki(self.paths.pki, net.kubernetes_service_ip, (net.host_ip,))
+        self._reset_etcd_if_range_changed(net)
+        state: dict[str, Any] = {
+            "binDir": str(bin_dir),
+            "kubeconfig": str(self.paths.kubeconfig),
+            "startedAt": time.time(),
+            "node": {
+                "index": net.index,
+                "veth": net.veth_host,
+                "cgroupRoot": net.cgroup_root,
+                "serviceCIDR": net.service_cidr,
+                "podCIDR": net.pod_cidr,
+                "hostIP": net.host_ip,
+                "nodeIP": net.node_ip,
+            },
+        }
+        write_state(self.paths, state)
+        self._step(f"node sandbox: link {net.host_ip} <-> {net.node_ip}, pods {net.pod_cidr}")
+        holder = realnode.start_sandbox(self, state, net)
+        state["node"]["mntns"] = os.readlink(f"/proc/{holder}/ns/mnt")
         ports = {
-            "apiserver": free_port(self.config.apiserver_port),
+            # on this cluster's own address: the same port every start (the `kubernetes`
+            # Service's endpoints in etcd keep the port of the first start)
+            "apiserver": free_port(self.config.apiserver_port, net.host_ip),
             "etcd": free_port(),
             "etcdPeer": free_port(),
             "controllerManager": free_port(),
             "scheduler": free_port(),
             "kwok": free_port(),
         }
-        server = f"https://127.0.0.1:{ports['apiserver']}"
-        state: dict[str, Any] = {
-            "binDir": str(bin_dir),
-            "server": server,
-            "ports": ports,
-            "kubeconfig": str(self.paths.kubeconfig),
-            "startedAt": time.time(),
-        }
+        server = f"https://{net.host_ip}:{ports['apiserver']}"
+        state["server"] = server
+        state["ports"] = ports
         write_state(self.paths, state)
         write_kubeconfig(self.paths.kubeconfig, server, pki)
         kc = str(self.paths.kubeconfig)
@@ -334,8 +361,9 @@ class DevCluster:
                 k8s,
                 "kube-apiserver",
                 f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                # the host end of the node link: reachable from the host, the node and pods
+                f"--bind-address={net.host_ip}",
+                f"--advertise-address={net.host_ip}",
                 f"--secure-port={ports['apiserver']}",
                 f"--cert-dir={root / 'apiserver-certs'}",
                 f"--tls-cert-file={pki.server_crt}",
@@ -344,11 +372,14 @@ class DevCluster:
                 f"--service-account-key-file={pki.sa_pub}",
                 f"--service-account-signing-key-file={pki.sa_key}",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                f"--service-cluster-ip-range={self.config.service_cidr}",
+                f"--service-cluster-ip-range={net.service_cidr}",
+                # the node's address, never its name: no DNS lookup leaves the machine
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--kubelet-client-certificate={pki.admin_crt}",
+                f"--kubelet-client-key={pki.admin_key}",
                 "--authorization-mode=Node,RBAC",
                 "--allow-privileged=true",
                 "--enable-priority-and-fairness=false",
-                "--endpoint-reconciler-type=none",
                 "--profiling=false",
                 "--max-requests-inflight=1000",
                 "--max-mutating-requests-inflight=500",
@@ -409,10 +440,11 @@ class DevCluster:
                 f"--kubeconfig={kc}",
                 "--manage-all-nodes=false",
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-                f"--cidr={self.config.pod_cidr}",
+                # fake pods' addresses: the upper half of this cluster's block (never used)
+                f"--cidr={net.fake_pod_cidr}",
                 # Leases like a kubelet, so a loaded machine does not turn fake nodes NotReady.
                 "--node-lease-duration-seconds=40",
-                "--node-ip=10.244.0.1",
+                f"--node-ip={net.fake_node_ip}",
                 f"--server-address=127.0.0.1:{ports['kwok']}",
             ],
             state,
@@ -447,6 +479,16 @@ class DevCluster:
         if addons is not None:
             self.start_addons(addons)
 
+    def _reset_etcd_if_range_changed(self, net: netplan.NodeNet) -> None:
+        """A new Service range cannot take over an etcd that holds the old one: start afresh."""
+        marker = self.paths.root / "service-cidr"
+        if self.paths.etcd_data.exists() and (
+            not marker.exists() or marker.read_text().strip() != net.service_cidr
+        ):
+            self._step(f"the Service range is now {net.service_cidr}: starting with an empty etcd")
+            shutil.rmtree(self.paths.etcd_data)
+        marker.write_text(net.service_cidr)
+
     def stop_component(self, name: str, grace: float = 15) -> bool:
         """Stop one recorded component (for example `berth-operator`); whether it ran."""
         state = read_state(self.paths)
@@ -457,7 +499,7 @@ class DevCluster:
         pid = int(info["pid"])
         if not pid_alive(pid, info.get("marker")):
             return False
-        _terminate_group(pid, grace)
+        terminate_group(pid, grace)
         return True
 
     def start_addons(self, addons: Addons) -> None:
@@ -497,7 +539,9 @@ class DevCluster:
         """Stop every recorded component (reverse start order); return their names."""
         state = read_state(self.paths)
         comps: dict[str, Any] = state.get("components", {})
-        stopped = []
+        stopped = realnode.stop(self, state, quiet, grace)
+        if state:
+            write_state(self.paths, state)
         for name in sorted(comps, key=lambda n: comps[n].get("startedAt", 0), reverse=True):
             info = comps[name]
             pid = int(info["pid"])
@@ -505,7 +549,7 @@ class DevCluster:
                 continue
             if not quiet:
                 self._step(f"stopping {name} (pid {pid})")
-            _terminate_group(pid, grace)
+            terminate_group(pid, grace)
             stopped.append(name)
         from .addons import stop_leftovers
 
@@ -546,7 +590,7 @@ class DevCluster:
         return out
 
 
-def _terminate_group(pid: int, grace: float) -> None:
+def terminate_group(pid: int, grace: float) -> None:
     """SIGTERM the process group led by `pid`, wait `grace` seconds, then SIGKILL."""
     try:
         os.killpg(pid, signal.SIGTERM)

@@ -56,8 +56,8 @@ class DevConfig:
     root: Path = field(default_factory=default_root)
     pools: tuple[NodePool, ...] = DEFAULT_POOLS
     apiserver_port: int = 6443  # a free port is chosen when this one is taken
-    service_cidr: str = "10.96.0.0/16"
-    pod_cidr: str = "10.244.0.1/16"  # KWOK hands fake pods IPs from here
+    # Service, pod and node addresses are chosen per cluster from 198.18.0.0/15
+    # (netplan.py), so that clusters beside each other never overlap.
 
 
 _POOL_FIELDS = {f for f in NodePool.__dataclass_fields__}
