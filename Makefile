@@ -13,7 +13,7 @@ NODE_PKGS := containerd runc containernetworking-plugins buildah mmdebstrap busy
 .PHONY: help venv k8s prometheus node-deps images up down status test test-unit test-integration test-e2e lint bench bench-quick clean
 
 help:
-	@echo "make up      start the local cluster (control plane, fake GPU nodes, node agent, Prometheus, operator, examples)"
+	@echo "make up      start the local cluster (control plane, fake GPU nodes, real node, Prometheus, operator, examples)"
 	@echo "make down    stop it"
 	@echo "make test    run every test tier (unit, integration, e2e) on CPU"
 	@echo "make bench   run the benchmarks, results under bench/results/"

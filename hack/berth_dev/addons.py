@@ -1,4 +1,4 @@
-"""What `berth dev up` starts after the control plane: node agent, Prometheus, CRDs +
+"""What `berth dev up` starts after the control plane: the real node, Prometheus, CRDs +
 operator, and the local examples. Each step is idempotent (a running component is
 kept), shows its progress, and fails naming itself and the log to read.
 """
@@ -6,10 +6,7 @@ kept), shows its progress, and fails naming itself and the log to read.
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
-import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,14 +14,12 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from . import prometheus
-from .procs import kill_recorded
 
 if TYPE_CHECKING:
     from .cluster import DevCluster
 
 REPO = Path(__file__).resolve().parent.parent.parent
 CRDS_DIR = REPO / "crds"
-AGENT_NODE = "local-0"
 BERTH = str(Path(sys.executable).parent / "berth")  # the console script of this venv
 NODE_NAME = "local-node-0"  # the real node (node.py)
 
@@ -34,14 +29,13 @@ class Addons:
     """Which parts to start after the control plane (the CLI's --no-* flags)."""
 
     node: bool = True  # the real node: containerd + kubelet + kube-proxy (node.py)
-    agent: bool = True  # node agent: runs runtime pods as local processes on local-0
-    prometheus: bool = True  # a real Prometheus scraping the agent's pods
+    prometheus: bool = True  # a real Prometheus scraping the real node's pods
     operator: bool = True  # CRDs + `berth operator run`
     examples: bool = True  # examples/local: models + weights in the local PVC directory
 
     @classmethod
     def none(cls) -> Addons:
-        return cls(node=False, agent=False, prometheus=False, operator=False, examples=False)
+        return cls(node=False, prometheus=False, operator=False, examples=False)
 
 
 def _component_running(dev: DevCluster, name: str) -> bool:
@@ -57,77 +51,6 @@ def _set_url(dev: DevCluster, name: str, url: str) -> dict[str, Any]:
     state.setdefault("urls", {})[name] = url
     write_state(dev.paths, state)
     return state
-
-
-def pod_ip_prefix(root: Path) -> str:
-    """The first two octets of the pod IPs of the dev cluster in `root`.
-
-    Pods get loopback addresses, 127.0.x.y for the default dev directory and 127.N.x.y
-    for any other (a test's private cluster beside the shared one), so every pod is a
-    distinct target for Prometheus and no traffic ever leaves the machine. The API
-    server refuses loopback addresses in EndpointSlices, so Services of local pods have
-    no endpoints; clients (and Prometheus) address pods by their pod IP.
-    """
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    shared = Path(state) / "berth" / "dev"  # the default dev directory, whatever BERTH_DEV_DIR says
-    if root.resolve() == shared.resolve():
-        return "127.0"
-    return f"127.{1 + zlib.crc32(str(root.resolve()).encode()) % 250}"
-
-
-def start_agent(dev: DevCluster) -> None:
-    from .cluster import free_port, http_ok, read_state
-
-    if not _component_running(dev, "berth-agent"):
-        prefix = pod_ip_prefix(dev.paths.root)
-        port = free_port()
-        state = _set_url(dev, "berth-agent", f"http://127.0.0.1:{port}/healthz")
-        dev._step(
-            f"node agent: node {AGENT_NODE}, pods as local processes on {prefix}.x.y "
-            f"(health :{port})"
-        )
-        proc = dev._spawn(
-            "berth-agent",
-            [
-                BERTH,
-                "dev",
-                "agent",
-                f"--root={dev.paths.root}",
-                f"--kubeconfig={dev.paths.kubeconfig}",
-                f"--node-name={AGENT_NODE}",
-                f"--health-port={port}",
-                f"--pod-ip-prefix={prefix}",
-            ],
-            state,
-        )
-        url = read_state(dev.paths)["urls"]["berth-agent"]
-        dev._wait(
-            "node agent", lambda: http_ok(url), proc, str(dev.paths.log("berth-agent")), timeout=60
-        )
-    _wait_node_ready(dev, AGENT_NODE)
-
-
-def _wait_node_ready(dev: DevCluster, name: str, timeout: float = 60) -> None:
-    from lightkube.core.exceptions import ApiError
-    from lightkube.resources.core_v1 import Node
-
-    from .cluster import DevClusterError
-
-    client = dev.client()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            node = client.get(Node, name)
-            conds = (node.status.conditions or []) if node.status else []
-            if any(c.type == "Ready" and c.status == "True" for c in conds):
-                return
-        except ApiError:
-            pass
-        time.sleep(0.3)
-    raise DevClusterError(
-        f"node agent: node {name} not Ready after {timeout:.0f}s; "
-        f"read {dev.paths.log('berth-agent')}"
-    )
 
 
 def start_prometheus(dev: DevCluster) -> None:
@@ -148,7 +71,7 @@ def start_prometheus(dev: DevCluster) -> None:
         pki / "ca.crt",
         pki / "admin.crt",
         pki / "admin.key",
-        nodes=[AGENT_NODE, NODE_NAME],
+        nodes=[NODE_NAME],
     )
     (pdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
     port = free_port(prometheus.DEFAULT_PORT)
@@ -242,8 +165,6 @@ def start(dev: DevCluster, addons: Addons) -> None:
     """Start the selected addons in dependency order."""
     if addons.node:
         start_node(dev)
-    if addons.agent:
-        start_agent(dev)
     if addons.prometheus:
         start_prometheus(dev)
     if addons.operator:
@@ -252,10 +173,3 @@ def start(dev: DevCluster, addons: Addons) -> None:
         from .examples import deploy_examples
 
         deploy_examples(dev)
-
-
-def stop_leftovers(root: Path) -> list[int]:
-    """After the components are stopped: kill runtime processes the agent left behind."""
-    from .agent import recorded_processes
-
-    return kill_recorded(recorded_processes(root))

@@ -39,14 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     for addon, what in (
         ("node", "the real node (containerd, kubelet, kube-proxy) that runs model pods"),
-        ("agent", "the node agent (runs runtime pods as local processes on node local-0)"),
         ("prometheus", "Prometheus"),
         ("operator", "the CRDs and the operator"),
         ("examples", "the examples/local models"),
     ):
         up.add_argument(f"--no-{addon}", action="store_true", help=f"do not start {what}")
     sub.add_parser("down", help="stop the local cluster, leaving no process behind")
-    sub.add_parser("agent", help="run the node agent (started by `up`; see berth_dev.agent)")
     st = sub.add_parser("status", help="show each component with its state and URL")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("kubeconfig", help="print the kubeconfig path")
@@ -84,7 +82,6 @@ def cmd_up(args: argparse.Namespace) -> int:
     cluster = DevCluster(_config(args))
     addons = Addons(
         node=not args.no_node,
-        agent=not args.no_agent,
         prometheus=not args.no_prometheus,
         operator=not args.no_operator,
         examples=not args.no_examples and not args.no_node and not args.no_operator,
@@ -152,10 +149,6 @@ def cmd_kubeconfig(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if argv[:1] == ["agent"]:
-        from .agent import main as agent_main
-
-        return agent_main(argv[1:])
     args = _parser().parse_args(argv)
     handlers = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "kubeconfig": cmd_kubeconfig}
     try:

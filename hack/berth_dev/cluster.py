@@ -14,7 +14,6 @@ import functools
 import json
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -34,6 +33,7 @@ from . import node as realnode
 from .addons import Addons
 from .config import DevConfig
 from .pki import Pki, ensure_pki
+from .processes import pid_alive, spawn, terminate_group
 
 HACK_DIR = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = HACK_DIR / "build-k8s.sh"
@@ -101,22 +101,6 @@ class Paths:
 
     def log(self, component: str) -> Path:
         return self.logs / f"{component}.log"
-
-
-def pid_alive(pid: int, marker: str | None = None) -> bool:
-    """Whether `pid` runs and (when given) its command line contains `marker`."""
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return False
-    return marker is None or marker in cmdline
 
 
 def read_state(paths: Paths) -> dict[str, Any]:
@@ -241,17 +225,7 @@ class DevCluster:
         env: dict[str, str] | None = None,
         marker: str | None = None,
     ) -> subprocess.Popen[bytes]:
-        log = self.paths.log(name).open("ab")
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=str(self.paths.root),
-            env={**os.environ, **(env or {})},
-        )
-        log.close()
+        proc = spawn(argv, self.paths.log(name), self.paths.root, env)
         state.setdefault("components", {})[name] = {
             "pid": proc.pid,
             "marker": marker or (argv[0] if len(argv) < 2 else f"{argv[0]} {argv[1]}"),
@@ -283,7 +257,7 @@ class DevCluster:
     def up(self, bin_dir: Path | None = None, addons: Addons | None = None) -> None:
         """Start every component and the fake nodes; return once the API is ready.
 
-        `addons` (node agent, Prometheus, operator, examples) start after the control
+        `addons` (real node, Prometheus, operator, examples) start after the control
         plane; None starts the control plane only.
         """
         if self.is_running():
@@ -551,10 +525,6 @@ class DevCluster:
                 self._step(f"stopping {name} (pid {pid})")
             terminate_group(pid, grace)
             stopped.append(name)
-        from .addons import stop_leftovers
-
-        if stop_leftovers(self.paths.root):
-            stopped.append("runtime processes left by the node agent")
         if comps:
             state["components"] = {}
             write_state(self.paths, state)
@@ -588,40 +558,6 @@ class DevCluster:
             out["kubeconfig"] = str(self.paths.kubeconfig)
             out["server"] = state.get("server")
         return out
-
-
-def terminate_group(pid: int, grace: float) -> None:
-    """SIGTERM the process group led by `pid`, wait `grace` seconds, then SIGKILL."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    except PermissionError:
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if not group_alive(pid):
-            return
-        time.sleep(0.1)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and group_alive(pid):
-        time.sleep(0.05)
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether any non-zombie process is left in process group `pgid`."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
 
 
 def reachable_external_cluster(kubectl: Path, own_kubeconfig: Path) -> str | None:

@@ -43,7 +43,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -370,11 +369,7 @@ def _private_mounts(holder: int, ndir: Path) -> None:
 
 def _cgroup_hierarchies() -> list[Path]:
     try:
-        return sorted(
-            p
-            for p in CGROUP_FS.iterdir()
-            if p.is_dir() and not p.is_symlink() and p.name != "unified"
-        )
+        return sorted(p for p in CGROUP_FS.iterdir() if p.is_dir() and not p.is_symlink())
     except OSError:
         return []
 
@@ -512,20 +507,6 @@ def cgroup_pids(cgroup_root: str) -> set[int]:
     return pids
 
 
-def namespace_pids(holder: int | None, ns_link: str | None) -> set[int]:
-    """Every process that shares the node's mount namespace `ns_link`."""
-    if not ns_link:
-        return set()
-    pids = set()
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            if os.readlink(proc / "ns" / "mnt") == ns_link:
-                pids.add(int(proc.name))
-        except OSError:
-            continue
-    return pids
-
-
 def remove_cgroups(cgroup_root: str) -> list[str]:
     """rmdir the node's cgroup tree, deepest first; return what could not be removed."""
     left = []
@@ -558,12 +539,13 @@ def _ctr_remove_all(sock: Path) -> None:
 
 def stop(dev: DevCluster, state: dict[str, Any], quiet: bool, grace: float) -> list[str]:
     """Stop the node and leave nothing behind; return what was stopped."""
-    from .cluster import pid_alive, terminate_group
+    from .processes import kill_all, namespace_members, pid_alive, terminate_group
 
     comps: dict[str, Any] = state.get("components", {})
     node = state.get("node", {})
-    holder = comps.get("node-sandbox", {}).get("pid")
     ns_link = node.get("mntns")
+    if ns_link == os.readlink("/proc/self/ns/mnt"):
+        ns_link = None  # never sweep the host's own mount namespace
     stopped = []
 
     def stop_one(name: str) -> None:
@@ -587,17 +569,12 @@ def stop(dev: DevCluster, state: dict[str, Any], quiet: bool, grace: float) -> l
     stop_one("node-sandbox")
     # Whatever is left in the node's mount namespace (shims) or cgroups (containers).
     cgroup_root = node.get("cgroupRoot")
-    for _ in range(50):
-        pids = namespace_pids(holder, ns_link) | (
+    for _ in range(20):  # kill_all waits; new processes may appear while shims die
+        pids = (namespace_members("mnt", ns_link) if ns_link else set()) | (
             cgroup_pids(cgroup_root) if cgroup_root else set()
         )
-        pids.discard(os.getpid())
-        if not pids:
+        if not pids or not kill_all(pids, grace=0.5):
             break
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.1)
     if cgroup_root:
         deadline = time.monotonic() + 10
         while remove_cgroups(cgroup_root) and time.monotonic() < deadline:

@@ -16,7 +16,6 @@ pytestmark = pytest.mark.integration
 BERTH = str(Path(sys.executable).parent / "berth")
 CONTROL_PLANE_ONLY = [
     "--no-node",
-    "--no-agent",
     "--no-prometheus",
     "--no-operator",
     "--no-examples",

@@ -14,7 +14,5 @@ def stack(cluster: Any) -> Any:
 
     if not operator_available():
         pytest.skip("the operator (berth_operator.main) is not available")
-    cluster.start_addons(
-        Addons(node=True, agent=False, prometheus=True, operator=True, examples=False)
-    )
+    cluster.start_addons(Addons(node=True, prometheus=True, operator=True, examples=False))
     return cluster

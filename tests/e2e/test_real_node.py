@@ -91,9 +91,7 @@ def get(url: str, timeout: float = 3) -> str:
 def node(cluster: Any) -> Any:
     from berth_dev.addons import Addons
 
-    cluster.start_addons(
-        Addons(node=True, agent=False, prometheus=False, operator=False, examples=False)
-    )
+    cluster.start_addons(Addons(node=True, prometheus=False, operator=False, examples=False))
     return cluster
 
 
