@@ -88,13 +88,21 @@ def test_up_second_up_status_down_leaves_nothing(cluster: Any, tmp_path: Path) -
             check=True,
         ).stdout.split()
         assert "node/kwok-h100-0" in nodes
-        ports = [v for v in json.loads((root / "state.json").read_text())["ports"].values() if v]
+        state = json.loads((root / "state.json").read_text())
+        host_ip = state["node"]["hostIP"]  # the API server's; the rest listen on 127.0.0.1
+        ports = [
+            (host_ip if name == "apiserver" else "127.0.0.1", port)
+            for name, port in state["ports"].items()
+            if port
+        ]
     finally:
         down = berth("dev", "down", env=env)
     assert down.returncode == 0
     assert not processes_mentioning(str(root)), "berth dev down left processes behind"
     listening = Path("/proc/net/tcp").read_text() + Path("/proc/net/tcp6").read_text()
-    for port in ports:
-        assert f":{port:04X} 00000000:0000 0A" not in listening, f"port {port} still listening"
+    for address, port in ports:
+        hexaddr = "".join(f"{int(o):02X}" for o in reversed(address.split(".")))
+        entry = f"{hexaddr}:{port:04X} 00000000:0000 0A"
+        assert entry not in listening, f"{address}:{port} still listening"
     status = berth("dev", "status", "--json", env=env)
     assert status.returncode == 3
