@@ -7,45 +7,33 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from . import prometheus
+from .config import Addons
+from .state import REPO
 
 if TYPE_CHECKING:
     from .cluster import DevCluster
 
-REPO = Path(__file__).resolve().parent.parent.parent
+__all__ = ["Addons", "operator_available", "start", "start_node", "start_prometheus"]
+
 CRDS_DIR = REPO / "crds"
 BERTH = str(Path(sys.executable).parent / "berth")  # the console script of this venv
 NODE_NAME = "local-node-0"  # the real node (node.py)
 
 
-@dataclass(frozen=True)
-class Addons:
-    """Which parts to start after the control plane (the CLI's --no-* flags)."""
-
-    node: bool = True  # the real node: containerd + kubelet + kube-proxy (node.py)
-    prometheus: bool = True  # a real Prometheus scraping the real node's pods
-    operator: bool = True  # CRDs + `berth operator run`
-    examples: bool = True  # examples/local: models + weights in the local PVC directory
-
-    @classmethod
-    def none(cls) -> Addons:
-        return cls(node=False, prometheus=False, operator=False, examples=False)
-
-
 def _component_running(dev: DevCluster, name: str) -> bool:
-    from .cluster import running_components
+    from .state import running_components
 
     return name in running_components(dev.paths)
 
 
 def _set_url(dev: DevCluster, name: str, url: str) -> dict[str, Any]:
-    from .cluster import read_state, write_state
+    from .state import read_state, write_state
 
     state = read_state(dev.paths)
     state.setdefault("urls", {})[name] = url
@@ -54,7 +42,7 @@ def _set_url(dev: DevCluster, name: str, url: str) -> dict[str, Any]:
 
 
 def start_prometheus(dev: DevCluster) -> None:
-    from .cluster import DevClusterError, free_port, http_ok
+    from .state import DevClusterError, free_port, http_ok
 
     if _component_running(dev, "prometheus"):
         return
@@ -89,7 +77,7 @@ def start_prometheus(dev: DevCluster) -> None:
 
 
 def apply_crds(dev: DevCluster) -> None:
-    from .cluster import DevClusterError
+    from .state import DevClusterError
 
     files = sorted(CRDS_DIR.glob("*.yaml"))
     if not files:
@@ -110,7 +98,7 @@ def operator_available() -> bool:
 
 
 def start_operator(dev: DevCluster) -> None:
-    from .cluster import free_port, http_ok, read_state
+    from .state import free_port, http_ok, read_state
 
     apply_crds(dev)
     if _component_running(dev, "berth-operator"):
@@ -141,9 +129,9 @@ def start_operator(dev: DevCluster) -> None:
 def start_node(dev: DevCluster) -> None:
     """The real node in the sandbox `up` made (kept when it runs)."""
     from . import node
-    from .cluster import DevClusterError, read_state
     from .netplan import NodeNet, cluster_tag
     from .pki import Pki
+    from .state import DevClusterError, read_state
 
     if _component_running(dev, "kubelet"):
         return

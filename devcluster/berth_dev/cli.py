@@ -8,9 +8,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from .addons import Addons
 from .cluster import DevCluster, DevClusterError, build_binaries, reachable_external_cluster
-from .config import ConfigError, DevConfig, load_pools, parse_pool_flag
+from .config import Addons, ConfigError, DevConfig, load_pools, parse_pool_flag
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -11,18 +11,13 @@ from __future__ import annotations
 
 import base64
 import functools
-import json
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,36 +25,44 @@ import yaml
 
 from . import netplan
 from . import node as realnode
-from .addons import Addons
-from .config import DevConfig
+from .config import Addons, DevConfig
 from .pki import Pki, ensure_pki
-from .processes import pid_alive, spawn, terminate_group
+from .processes import group_alive, pid_alive, spawn, terminate_group
+from .state import (
+    HACK_DIR,
+    DevClusterError,
+    Paths,
+    free_port,
+    http_ok,
+    read_state,
+    running_components,
+    write_state,
+)
 
-HACK_DIR = Path(__file__).resolve().parent.parent
+__all__ = [
+    "DevCluster",
+    "DevClusterError",
+    "Paths",
+    "build_binaries",
+    "free_port",
+    "group_alive",
+    "http_ok",
+    "pid_alive",
+    "reachable_external_cluster",
+    "read_state",
+    "running_components",
+    "terminate_group",
+    "write_state",
+]
+
 BUILD_SCRIPT = HACK_DIR / "build-k8s.sh"
 CONTEXT = "berth-dev"
 
 Progress = Callable[[str], None]
 
 
-class DevClusterError(RuntimeError):
-    """A step of the dev cluster failed; the message names the step and the log."""
-
-
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def free_port(preferred: int = 0, host: str = "127.0.0.1") -> int:
-    """`preferred` when it is free on `host`, else any free port."""
-    for port in ([preferred] if preferred else []) + [0]:
-        with socket.socket() as s:
-            try:
-                s.bind((host, port))
-            except OSError:
-                continue
-            return int(s.getsockname()[1])
-    raise DevClusterError(f"no free port on {host}")
 
 
 def build_binaries(progress: Progress = _stderr) -> Path:
@@ -73,58 +76,6 @@ def build_binaries(progress: Progress = _stderr) -> Path:
             "retry with `bash hack/build-k8s.sh`"
         )
     return Path(proc.stdout.strip().splitlines()[-1])
-
-
-@dataclass(frozen=True)
-class Paths:
-    root: Path
-
-    @property
-    def kubeconfig(self) -> Path:
-        return self.root / "kubeconfig"
-
-    @property
-    def state(self) -> Path:
-        return self.root / "state.json"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def pki(self) -> Path:
-        return self.root / "pki"
-
-    @property
-    def etcd_data(self) -> Path:
-        return self.root / "etcd"
-
-    def log(self, component: str) -> Path:
-        return self.logs / f"{component}.log"
-
-
-def read_state(paths: Paths) -> dict[str, Any]:
-    try:
-        data: dict[str, Any] = json.loads(paths.state.read_text())
-        return data
-    except (OSError, ValueError):
-        return {}
-
-
-def write_state(paths: Paths, state: dict[str, Any]) -> None:
-    tmp = paths.state.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
-    tmp.replace(paths.state)
-
-
-def running_components(paths: Paths) -> dict[str, int]:
-    """Components recorded in state.json whose process is still alive."""
-    state = read_state(paths)
-    alive = {}
-    for name, info in state.get("components", {}).items():
-        if pid_alive(int(info["pid"]), info.get("marker")):
-            alive[name] = int(info["pid"])
-    return alive
 
 
 def write_kubeconfig(path: Path, server: str, pki: Pki) -> None:
@@ -160,14 +111,6 @@ def _ssl_context(pki: Pki) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=str(pki.ca_crt))
     ctx.load_cert_chain(str(pki.admin_crt), str(pki.admin_key))
     return ctx
-
-
-def http_ok(url: str, ctx: ssl.SSLContext | None = None, timeout: float = 2.0) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout, context=ctx) as resp:
-            return bool(resp.status == 200)
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
 
 
 class DevCluster:

@@ -100,3 +100,17 @@ def parse_pool_flag(text: str) -> NodePool:
             raise ConfigError(f"--node-pool {text!r}: expected key=value pairs, got {part!r}")
         data[key.strip()] = int(value) if key.strip() in ("count", "gpus", "pods") else value
     return pool_from_dict(data, f"--node-pool {text!r}")
+
+
+@dataclass(frozen=True)
+class Addons:
+    """Which parts to start after the control plane (the CLI's --no-* flags)."""
+
+    node: bool = True  # the real node: containerd + kubelet + kube-proxy (node.py)
+    prometheus: bool = True  # a real Prometheus scraping the real node's pods
+    operator: bool = True  # CRDs + `berth operator run`
+    examples: bool = True  # examples/local: models + weights in the local PVC directory
+
+    @classmethod
+    def none(cls) -> Addons:
+        return cls(node=False, prometheus=False, operator=False, examples=False)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .addons import REPO
+from .state import REPO
 
 if TYPE_CHECKING:
     from .cluster import DevCluster
@@ -38,7 +38,7 @@ def volume_manifests(models_dir: Path) -> str:
 
 
 def deploy_examples(dev: DevCluster) -> None:
-    from .cluster import DevClusterError
+    from .state import DevClusterError
 
     models_dir = pvc_dir(dev.paths.root / "pvc", NAMESPACE, "models")
     dev._step(f"example weights into {models_dir} (MiniLM copied, small CNN scripted)")
@@ -88,7 +88,7 @@ def _describe(pod: Any) -> str:
 
 
 def wait_ready(dev: DevCluster, ns: str, names: tuple[str, ...]) -> None:
-    from .cluster import DevClusterError
+    from .state import DevClusterError
 
     client = dev.client()
     start = time.monotonic()

@@ -54,7 +54,7 @@ VENV = "/opt/berth"
 SOURCES = (
     "runtime/berth_runtime",
     "operator/berth_operator",
-    "hack/berth_dev",
+    "devcluster/berth_dev",
     "bench/berth_bench",
 )
 BUSYBOX = Path("/bin/busybox")

@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-INSTALL_SCRIPT = Path(__file__).resolve().parent.parent / "install-prometheus.sh"
+INSTALL_SCRIPT = Path(__file__).resolve().parent.parent.parent / "hack" / "install-prometheus.sh"
 DEFAULT_PORT = 9090
 SCRAPE_INTERVAL = "2s"  # short so a test sees a new counter value within seconds
 RETENTION = "2d"  # a dev cluster needs little history
