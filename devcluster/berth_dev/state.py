@@ -30,6 +30,8 @@ def free_port(preferred: int = 0, host: str = "127.0.0.1") -> int:
     """`preferred` when it is free on `host`, else any free port."""
     for port in ([preferred] if preferred else []) + [0]:
         with socket.socket() as s:
+            # as the servers bind: a port in TIME_WAIT after a restart is free for them
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind((host, port))
             except OSError:
