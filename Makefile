@@ -7,10 +7,13 @@ PY      := .venv/bin/python
 UV      := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 PYTEST_ARGS ?=
 
-.PHONY: help venv k8s prometheus up down status test test-unit test-integration test-e2e lint bench bench-quick clean
+# Debian packages of the dev cluster's real node (container runtime, CNI, image tools).
+NODE_PKGS := containerd runc containernetworking-plugins buildah mmdebstrap busybox-static iptables
+
+.PHONY: help venv k8s prometheus node-deps images up down status test test-unit test-integration test-e2e lint bench bench-quick clean
 
 help:
-	@echo "make up      start the local cluster (control plane, fake GPU nodes, node agent, Prometheus, operator, examples)"
+	@echo "make up      start the local cluster (control plane, fake GPU nodes, real node, Prometheus, operator, examples)"
 	@echo "make down    stop it"
 	@echo "make test    run every test tier (unit, integration, e2e) on CPU"
 	@echo "make bench   run the benchmarks, results under bench/results/"
@@ -32,7 +35,17 @@ k8s:
 prometheus:
 	@bash hack/install-prometheus.sh >/dev/null
 
-up: venv k8s prometheus
+node-deps:
+	@missing=$$(for p in $(NODE_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "[make] installing the real node's packages: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+images: venv node-deps
+	$(PY) -m berth_dev.images all
+
+up: venv k8s prometheus node-deps
 	.venv/bin/berth dev up
 
 down: venv
@@ -41,16 +54,16 @@ down: venv
 status: venv
 	.venv/bin/berth dev status
 
-test: venv k8s prometheus
+test: venv k8s prometheus node-deps
 	.venv/bin/pytest $(PYTEST_ARGS)
 
 test-unit: venv
 	.venv/bin/pytest -m unit $(PYTEST_ARGS)
 
-test-integration: venv k8s
+test-integration: venv k8s node-deps
 	.venv/bin/pytest -m integration $(PYTEST_ARGS)
 
-test-e2e: venv k8s prometheus
+test-e2e: venv k8s prometheus node-deps
 	.venv/bin/pytest -m e2e $(PYTEST_ARGS)
 
 lint: venv
@@ -58,7 +71,7 @@ lint: venv
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 
-bench: venv k8s prometheus
+bench: venv k8s prometheus node-deps
 	.venv/bin/berth bench runtime
 	.venv/bin/berth bench operator
 	.venv/bin/berth bench autoscale

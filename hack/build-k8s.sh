@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds (or reuses) the local control plane binaries:
-#   berth-k8s  (kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd)
+#   berth-k8s  (kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd,
+#               kubelet, kube-proxy)
 #   kwok       (fake nodes)
 # into a cache outside the repository, keyed by the pinned versions and a hash of this
 # recipe, so a second run starts without compiling. Prints the bin directory last.
@@ -55,11 +56,11 @@ done
 
 step "downloading Go modules for Kubernetes ${KUBE_VERSION}"
 (cd "$here/k8s" && go mod download) >>"$log" 2>&1 || fail "go mod download (k8s)"
-step "compiling berth-k8s (apiserver, controller-manager, scheduler, kubectl, etcd)"
+step "compiling berth-k8s (apiserver, controller-manager, scheduler, kubectl, etcd, kubelet, kube-proxy)"
 (cd "$here/k8s" && go build -trimpath -ldflags "$ldflags" -o "$tmp/berth-k8s" .) >>"$log" 2>&1 || fail "go build berth-k8s"
 step "compiling kwok ${KWOK_VERSION}"
 GOBIN="$tmp" go install -trimpath -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION}" "sigs.k8s.io/kwok/cmd/kwok@${KWOK_VERSION}" >>"$log" 2>&1 || fail "go install kwok"
-for c in etcd kube-apiserver kube-controller-manager kube-scheduler kubectl; do ln -sf berth-k8s "$tmp/$c"; done
+for c in etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do ln -sf berth-k8s "$tmp/$c"; done
 rm -rf "$bin"; mv "$tmp" "$bin"
 step "done: $bin ($(du -sh "$bin" | cut -f1))"
 echo "$bin"

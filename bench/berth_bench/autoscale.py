@@ -1,7 +1,7 @@
 """`berth bench autoscale`: how fast the autoscaler reacts, and what 1,000 models cost it.
 
 1. reaction (real runtime pod, real load, the dev cluster's Prometheus and operator): a
-   small TorchScript CNN on the node agent's node, idle at one replica, then a load step
+   small TorchScript CNN on the dev cluster's real node, idle at one replica, then a load step
    to 4x one replica's capacity (16 closed-loop clients against a concurrency target of 4,
    the batcher holding each request up to 200 ms so every client keeps one in flight).
    Measured: step -> the /scale write (spec.replicas changes), step -> that many replicas
@@ -296,7 +296,7 @@ def scale_part(
             from berth_dev.addons import Addons
 
             cluster.start_addons(
-                Addons(agent=False, prometheus=False, operator=True, examples=False)
+                Addons(node=False, prometheus=False, operator=True, examples=False)
             )
 
 
@@ -424,9 +424,9 @@ def reaction_part(cluster: Any) -> dict[str, Any]:
     from lightkube.generic_resource import create_namespaced_resource
     from lightkube.resources.core_v1 import Pod
 
-    cluster.start_addons(Addons(agent=True, prometheus=True, operator=False, examples=False))
+    cluster.start_addons(Addons(node=True, prometheus=True, operator=False, examples=False))
     cluster.stop_component("berth-operator")  # restarted below with the Prometheus URL
-    cluster.start_addons(Addons(agent=False, prometheus=False, operator=True, examples=False))
+    cluster.start_addons(Addons(node=False, prometheus=False, operator=True, examples=False))
     client = cluster.client()
     md_res = create_namespaced_resource("serving.berth.dev", "v1alpha1", "ModelDeployment",
                                         "modeldeployments")  # fmt: skip
@@ -447,7 +447,7 @@ spec:
   capacity: {{storage: 1Gi}}
   accessModes: [ReadOnlyMany]
   storageClassName: berth-dev-local
-  hostPath: {{path: /unused}}
+  hostPath: {{path: "{models}", type: Directory}}
   claimRef: {{namespace: {ns}, name: models}}
 ---
 apiVersion: v1
@@ -467,8 +467,8 @@ spec:
             "model": {"uri": "pvc://models/small-cnn", "format": "torchscript"},
             "runtime": {"batching": {"maxBatchSize": 64, "maxDelayMs": 200}},
             "resources": {"cpu": "500m", "memory": "1Gi"},
-            "scheduling": {"nodeSelector": {"berth.dev/local-agent": "true"},
-                           "tolerations": [{"key": "berth.dev/local-agent",
+            "scheduling": {"nodeSelector": {"berth.dev/local-node": "true"},
+                           "tolerations": [{"key": "berth.dev/local-node",
                                             "operator": "Exists", "effect": "NoSchedule"}]},
             "autoscaling": {"minReplicas": 1, "maxReplicas": 4, "policyRef": {"name": "default"},
                             "metric": {"type": "concurrency", "target": TARGET}},
@@ -524,7 +524,7 @@ spec:
             "step_to_ready_replicas_s": None if ready_s is None else round(ready_s, 2),
             "replicas_at_ready": desired,
             "autoscaling_status": status.get("autoscaling"),
-            "what": "dev cluster: node agent runtime pods, its Prometheus (2 s scrape), operator tick 2 s",
+            "what": "dev cluster: runtime pods on the real node (kubelet + containerd), its Prometheus (2 s scrape), operator tick 2 s",
         }
     finally:
         if load is not None:

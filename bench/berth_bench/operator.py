@@ -7,8 +7,10 @@
    by KWOK, counted by the controller-manager, reported by the operator).
 3. the operator's peak RSS (VmHWM) and CPU seconds over the whole run.
 
-The benchmark renews a kubelet-style Lease for each of its fake nodes (see NodeLeases).
-The operator runs as a subprocess of this benchmark; the dev cluster is reused when
+KWOK keeps the fake nodes alive: it holds and renews each node's Lease (the dev cluster
+starts it with node leases), so the benchmark must not touch them: a Lease held under
+another name makes KWOK stop managing that node, and its pods then stay Pending.
+`--smoke` runs a few models for a few seconds (run by `make test`). The operator runs as a subprocess of this benchmark; the dev cluster is reused when
 it runs, else started and stopped. Results: bench/results/operator-<date>.json.
 """
 
@@ -76,51 +78,6 @@ class ProcStats:
                 self.peak_rss_kb = max(self.peak_rss_kb, int(line.split()[1]))
         ticks = os.sysconf("SC_CLK_TCK")
         self.cpu_s = (int(stat[11]) + int(stat[12])) / ticks
-
-
-class NodeLeases(threading.Thread):
-    """Renew a kubelet-style Lease for each fake node every 5 s.
-
-    The node lifecycle controller counts a renewed Lease as a heartbeat. Without it, the
-    fake nodes' status heartbeats alone (KWOK) can miss the node-monitor grace period on
-    a loaded 2-core machine; the controller then marks every pod on the node NotReady,
-    KWOK never marks them Ready again, and no model could turn Ready.
-    """
-
-    def __init__(self, client: Any, names: list[str], period: float = 5) -> None:
-        super().__init__(daemon=True)
-        from lightkube.generic_resource import create_namespaced_resource
-
-        self.client, self.names, self.period = client, names, period
-        self.res = create_namespaced_resource("coordination.k8s.io", "v1", "Lease", "leases")
-        self.stop = False
-        for name in names:
-            self.renew(name, create=True)
-
-    def renew(self, name: str, create: bool = False) -> None:
-        from lightkube.types import PatchType
-
-        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": name, "namespace": "kube-node-lease"},
-                "spec": {"holderIdentity": name, "leaseDurationSeconds": 40,
-                         "renewTime": now}}  # fmt: skip
-        try:
-            self.client.patch(self.res, name, body, namespace="kube-node-lease",
-                              patch_type=PatchType.APPLY, field_manager="berth-bench",
-                              force=True)  # fmt: skip
-        except Exception as exc:  # a missed renewal is retried next period
-            if create:
-                print(f"lease {name}: {exc}", file=sys.stderr)
-
-    def run(self) -> None:
-        # Concurrent renewals: one pass over 100 nodes must stay well inside the
-        # 40 s lease even when each request waits on a busy API server.
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            while not self.stop:
-                started = time.monotonic()
-                list(pool.map(self.renew, self.names))
-                time.sleep(max(0.0, self.period - (time.monotonic() - started)))
 
 
 class Watcher(threading.Thread):
@@ -196,7 +153,14 @@ def main(argv: list[str]) -> int:
     p.add_argument("--timeout", type=float, default=600, help="seconds to wait for all Ready")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     p.add_argument("--keep", action="store_true", help="keep namespaces and nodes afterwards")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a few models on two nodes, to check the benchmark still runs (overrides the sizes)",
+    )
     args = p.parse_args(argv)
+    if args.smoke:
+        args.latency_samples, args.models, args.nodes, args.timeout = 3, 4, 2, 180.0
 
     import yaml
     from berth_dev.cluster import DevCluster
@@ -226,8 +190,6 @@ def main(argv: list[str]) -> int:
     nodes = pool_manifests([NodePool(pool, count=args.nodes, gpus=8, product=H100,
                                      cpu="192", memory="2Ti")])  # fmt: skip
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(nodes))
-    leases = NodeLeases(client, [n["metadata"]["name"] for n in nodes])
-    leases.start()
     ns_lat, ns_scale = f"bench-op-lat-{run_id}", f"bench-op-scale-{run_id}"
     for ns in (ns_lat, ns_scale):
         cluster.kubectl("create", "namespace", ns)
@@ -371,14 +333,15 @@ def main(argv: list[str]) -> int:
                 if left.returncode != 0 and "NotFound" in left.stderr and ns_lat not in left.stdout:
                     break
                 time.sleep(2)
-            leases.stop = True
             cluster.kubectl("delete", "nodes", "-l", f"berth.dev/pool={pool}", "--wait=false",
                             check=False)  # fmt: skip
-            cluster.kubectl("delete", "leases", "-n", "kube-node-lease", *leases.names,
-                            "--wait=false", check=False)  # fmt: skip
         if started and not args.keep:
             cluster.down(quiet=True)
 
+    ready = result.get("scale", {}).get("ready")
+    if ready != args.models:
+        print(f"only {ready} of {args.models} models turned Ready", file=sys.stderr)
+        return 1
     return 0
 
 

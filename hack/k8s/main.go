@@ -1,6 +1,6 @@
 // Command berth-k8s is a multi-call binary holding the upstream Kubernetes control
-// plane (kube-apiserver, kube-controller-manager, kube-scheduler, kubectl) and an
-// embedded etcd, built from upstream Go modules so that Berth can run a real control
+// plane (kube-apiserver, kube-controller-manager, kube-scheduler, kubectl), an
+// embedded etcd and the node components (kubelet, kube-proxy), built from upstream Go modules so that Berth can run a real control
 // plane on a machine with no container engine and no release downloads.
 //
 // Usage: berth-k8s <component> [flags...], or call it through a symlink named after
@@ -24,14 +24,16 @@ import (
 	"k8s.io/kubectl/pkg/cmd"
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	kubeproxy "k8s.io/kubernetes/cmd/kube-proxy/app"
 	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
+	kubelet "k8s.io/kubernetes/cmd/kubelet/app"
 
 	_ "k8s.io/component-base/logs/json/register"
 	_ "k8s.io/component-base/metrics/prometheus/clientgo"
 	_ "k8s.io/component-base/metrics/prometheus/version"
 )
 
-var components = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"}
+var components = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kubelet", "kube-proxy"}
 
 func main() {
 	name := filepath.Base(os.Args[0])
@@ -54,6 +56,12 @@ func main() {
 		os.Exit(cli.Run(controllermanager.NewControllerManagerCommand()))
 	case "kube-scheduler":
 		os.Exit(cli.Run(scheduler.NewSchedulerCommand()))
+	case "kubelet":
+		// NewKubeletCommand needs a real context (nil panics); upstream's main passes
+		// context.Background() too, and the kubelet handles SIGTERM itself.
+		os.Exit(cli.Run(kubelet.NewKubeletCommand(context.Background())))
+	case "kube-proxy":
+		os.Exit(cli.Run(kubeproxy.NewProxyCommand()))
 	case "kubectl":
 		if err := cli.RunNoErrOutput(cmd.NewDefaultKubectlCommand()); err != nil {
 			// kubectl's own error printing has already happened.

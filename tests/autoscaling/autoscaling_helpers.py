@@ -11,8 +11,8 @@ import yaml
 
 T = TypeVar("T")
 LOCAL_NODE = {
-    "nodeSelector": {"berth.dev/local-agent": "true"},
-    "tolerations": [{"key": "berth.dev/local-agent", "operator": "Exists", "effect": "NoSchedule"}],
+    "nodeSelector": {"berth.dev/local-node": "true"},
+    "tolerations": [{"key": "berth.dev/local-node", "operator": "Exists", "effect": "NoSchedule"}],
 }
 
 

@@ -1,4 +1,4 @@
-"""Fixtures for the autoscaler's integration tests: the dev cluster with its node agent,
+"""Fixtures for the autoscaler's integration tests: the dev cluster with its real node,
 a real Prometheus, and the dev cluster's operator (restarted so that it is given the
 Prometheus URL, as `make up` does)."""
 
@@ -13,7 +13,7 @@ import pytest
 def scaling_stack(cluster: Any) -> Any:
     from berth_dev.addons import Addons
 
-    cluster.start_addons(Addons(agent=True, prometheus=True, operator=False, examples=False))
+    cluster.start_addons(Addons(node=True, prometheus=True, operator=False, examples=False))
     cluster.stop_component("berth-operator")  # an operator started without Prometheus
-    cluster.start_addons(Addons(agent=False, prometheus=False, operator=True, examples=False))
+    cluster.start_addons(Addons(node=False, prometheus=False, operator=True, examples=False))
     return cluster

@@ -117,7 +117,7 @@ def test_prometheus_down_holds_replicas_and_resumes(
         assert condition(got, "ScalingActive")["reason"] == "MetricsUnavailable"
         assert len(events(c, ns, "m", "MetricsUnavailable")) == 1
     finally:
-        c.start_addons(Addons(agent=False, prometheus=True, operator=False, examples=False))
+        c.start_addons(Addons(node=False, prometheus=True, operator=False, examples=False))
     wait_for(lambda: condition(md(c, ns, "m"), "ScalingActive").get("status") == "True", 30,
              "ScalingActive=True again")  # fmt: skip
     # and it decides again: a new demand moves the replicas

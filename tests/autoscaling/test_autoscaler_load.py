@@ -1,9 +1,9 @@
-"""The autoscaler with real runtime pods on the node agent's node and real load.
+"""The autoscaler with real runtime pods on the dev cluster's real node and real load.
 
 A small TorchScript CNN whose batcher waits up to 200 ms for a batch to fill, so each of
 16 closed-loop clients keeps about one request in flight: 16 in-flight requests against
 a target of 4 per replica. The load generator is bench's (`berth_bench.loadgen`), aimed
-at the first pod's own address (local pods have no Service endpoints).
+at the first pod's own address (so every request reaches one replica, however many there are).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ WINDOWS = {"stableSeconds": 10, "panicSeconds": 4}
 DELAY = 6
 
 
-def pv_and_claim(ns: str) -> str:
+def pv_and_claim(ns: str, path: Path) -> str:
     return f"""
 apiVersion: v1
 kind: PersistentVolume
@@ -45,7 +45,7 @@ spec:
   capacity: {{storage: 1Gi}}
   accessModes: [ReadOnlyMany]
   storageClassName: berth-dev-local
-  hostPath: {{path: /unused}}
+  hostPath: {{path: "{path}", type: Directory}}
   claimRef: {{namespace: {ns}, name: models}}
 ---
 apiVersion: v1
@@ -82,7 +82,7 @@ def test_load_step_scales_up_in_panic_and_back_down(
     with warnings.catch_warnings():  # torch.jit.script's deprecation notice
         warnings.simplefilter("ignore", FutureWarning)
         write_cnn(models)
-    c.kubectl("apply", "-f", "-", input=pv_and_claim(ns))
+    c.kubectl("apply", "-f", "-", input=pv_and_claim(ns, models))
     pname = f"load-{ns}"[:60]
     apply(c, policy(pname, windows=WINDOWS, panicThreshold=2,
                     rates={"maxScaleUpRate": 10, "maxScaleDownRate": 10,

@@ -14,7 +14,12 @@ import pytest
 pytestmark = pytest.mark.integration
 
 BERTH = str(Path(sys.executable).parent / "berth")
-CONTROL_PLANE_ONLY = ["--no-agent", "--no-prometheus", "--no-operator", "--no-examples"]
+CONTROL_PLANE_ONLY = [
+    "--no-node",
+    "--no-prometheus",
+    "--no-operator",
+    "--no-examples",
+]
 
 
 def berth(
@@ -57,7 +62,8 @@ def test_up_second_up_status_down_leaves_nothing(cluster: Any, tmp_path: Path) -
         up = berth("dev", "up", *CONTROL_PLANE_ONLY, env=env)
         assert up.returncode == 0, up.stderr
         assert f"export KUBECONFIG={root / 'kubeconfig'}" in up.stdout
-        assert "kube-apiserver on https://127.0.0.1:" in up.stderr  # progress with elapsed time
+        # progress with elapsed time; the API server on the host end of the node link
+        assert "kube-apiserver on https://198.1" in up.stderr
         again = berth("dev", "up", *CONTROL_PLANE_ONLY, env=env)
         assert again.returncode == 0
         assert "already running" in again.stdout
@@ -66,7 +72,7 @@ def test_up_second_up_status_down_leaves_nothing(cluster: Any, tmp_path: Path) -
         comps = status["components"]
         for name in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"):
             assert comps[name]["state"] == "running", name
-        assert comps["kube-apiserver"]["url"].startswith("https://127.0.0.1:")
+        assert comps["kube-apiserver"]["url"].startswith("https://198.1")
         nodes = subprocess.run(
             [
                 str(cluster.bin_dir / "kubectl"),
@@ -82,13 +88,21 @@ def test_up_second_up_status_down_leaves_nothing(cluster: Any, tmp_path: Path) -
             check=True,
         ).stdout.split()
         assert "node/kwok-h100-0" in nodes
-        ports = [v for v in json.loads((root / "state.json").read_text())["ports"].values() if v]
+        state = json.loads((root / "state.json").read_text())
+        host_ip = state["node"]["hostIP"]  # the API server's; the rest listen on 127.0.0.1
+        ports = [
+            (host_ip if name == "apiserver" else "127.0.0.1", port)
+            for name, port in state["ports"].items()
+            if port
+        ]
     finally:
         down = berth("dev", "down", env=env)
     assert down.returncode == 0
     assert not processes_mentioning(str(root)), "berth dev down left processes behind"
     listening = Path("/proc/net/tcp").read_text() + Path("/proc/net/tcp6").read_text()
-    for port in ports:
-        assert f":{port:04X} 00000000:0000 0A" not in listening, f"port {port} still listening"
+    for address, port in ports:
+        hexaddr = "".join(f"{int(o):02X}" for o in reversed(address.split(".")))
+        entry = f"{hexaddr}:{port:04X} 00000000:0000 0A"
+        assert entry not in listening, f"{address}:{port} still listening"
     status = berth("dev", "status", "--json", env=env)
     assert status.returncode == 3

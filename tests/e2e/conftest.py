@@ -1,4 +1,4 @@
-"""End-to-end fixtures: the dev cluster plus node agent, Prometheus and operator."""
+"""End-to-end fixtures: the dev cluster plus its real node, Prometheus and operator."""
 
 from __future__ import annotations
 
@@ -14,5 +14,5 @@ def stack(cluster: Any) -> Any:
 
     if not operator_available():
         pytest.skip("the operator (berth_operator.main) is not available")
-    cluster.start_addons(Addons(agent=True, prometheus=True, operator=True, examples=False))
+    cluster.start_addons(Addons(node=True, prometheus=True, operator=True, examples=False))
     return cluster

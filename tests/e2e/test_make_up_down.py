@@ -1,4 +1,10 @@
-"""`make up` then `make down` in a fresh dev directory leaves no process and no port.
+"""`make up` then `make down` in a fresh dev directory leaves nothing behind.
+
+Checked after `make down`: no process of the cluster (command line or working directory
+in its directory, or inside the real node's cgroups or mount namespace), no listening
+port it opened, no mount under its directory in any mount namespace, no network
+namespace of the node (no process holds it), no host iptables rule, route or veth
+naming its addresses or link, no cgroup of the node.
 
 It runs the real targets in a subprocess with BERTH_DEV_DIR set to a temporary directory,
 so it starts a second, private cluster beside any shared one (its own free ports).
@@ -8,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -31,14 +38,6 @@ def listening_ports() -> set[tuple[str, int]]:
     return out
 
 
-def agent_prefix(_status: str, comps: dict[str, dict[str, str]]) -> str:
-    """The /proc/net/tcp hex suffix of the private cluster's pod addresses (A.B.x.y)."""
-    cmdline = Path(f"/proc/{comps['berth-agent']['pid']}/cmdline").read_bytes().split(b"\0")
-    arg = next(a.decode() for a in cmdline if a.startswith(b"--pod-ip-prefix="))
-    a, b = (int(x) for x in arg.split("=", 1)[1].split("."))
-    return f"{b:02X}{a:02X}"  # little-endian: the first octets come last
-
-
 def processes_in(root: Path) -> list[str]:
     """Processes whose command line or working directory lies in `root`."""
     found = []
@@ -51,6 +50,43 @@ def processes_in(root: Path) -> list[str]:
         if str(root) in cmdline or cwd.startswith(str(root)):
             found.append(f"{proc.name}: {cmdline[:160]} (cwd {cwd})")
     return found
+
+
+def host_network_mentions(words: list[str]) -> list[str]:
+    """Lines of the host's iptables rules, routes and links that name one of `words`."""
+    out = []
+    for argv in (["iptables-save"], ["ip", "-4", "route", "show"], ["ip", "link", "show"]):
+        text = subprocess.run(argv, capture_output=True, text=True, check=False).stdout
+        out += [f"{argv[0]}: {line}" for line in text.splitlines() if any(w in line for w in words)]
+    return out
+
+
+def node_leftovers(root: Path, node: dict[str, str]) -> list[str]:
+    """Mounts, namespaces and cgroups of the real node still on the machine."""
+    found = []
+    for info in Path("/proc").glob("[0-9]*/mountinfo"):
+        try:
+            text = info.read_text()
+        except OSError:
+            continue
+        found += [
+            f"mount in {info.parent.name}: {m[:160]}" for m in text.splitlines() if str(root) in m
+        ]
+        try:
+            if os.readlink(info.parent / "ns" / "mnt") == node.get("mntns"):
+                found.append(f"process {info.parent.name} in the node's mount namespace")
+        except OSError:
+            pass
+    cg = node["cgroupRoot"].lstrip("/")
+    found += [str(p) for p in Path("/sys/fs/cgroup").glob(f"*/{cg}")]
+    return found
+
+
+def _netns(proc: Path) -> str | None:
+    try:
+        return os.readlink(proc / "ns" / "net")
+    except OSError:
+        return None
 
 
 def test_make_up_then_down_leaves_nothing(tmp_path: Path) -> None:
@@ -74,14 +110,26 @@ def test_make_up_then_down_leaves_nothing(tmp_path: Path) -> None:
         )  # fmt: skip
         st = json.loads(status.stdout)
         comps = st["components"]
-        for name in ("kube-apiserver", "berth-agent", "prometheus", "berth-operator"):
+        for name in ("kube-apiserver", "prometheus", "berth-operator"):
             assert comps[name]["state"] == "running", comps
             assert comps[name]["url"], name
         state = json.loads((root / "state.json").read_text())
         ours = set(state["ports"].values())
         ours |= {int(u.rsplit(":", 1)[1].split("/")[0]) for u in state.get("urls", {}).values()}
-        prefix = agent_prefix(status.stdout, comps)
-        during = {p for p in listening_ports() - before if p[1] in ours or p[0].endswith(prefix)}
+        node = state["node"]
+        for name in ("containerd", "kubelet", "kube-proxy", "node-sandbox"):
+            assert comps[name]["state"] == "running", comps
+        words = [node["veth"], node["podCIDR"], node["serviceCIDR"], node["hostIP"]]
+        assert host_network_mentions(words), "the node's link and routes not found"
+        assert node_leftovers(root, node), "the node's mounts and cgroups not found"
+        holder = comps["node-sandbox"]["pid"]
+        rules = subprocess.run(
+            ["nsenter", f"--net=/proc/{holder}/ns/net", "iptables-save"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        assert "KUBE-SERVICES" in rules  # kube-proxy's rules live in the node's namespace
+        netns = os.readlink(f"/proc/{holder}/ns/net")
+        during = {p for p in listening_ports() - before if p[1] in ours}
         assert len(during) >= 5, f"make up's listeners not found: {during}"
     finally:
         t1 = time.monotonic()
@@ -93,3 +141,8 @@ def test_make_up_then_down_leaves_nothing(tmp_path: Path) -> None:
     assert processes_in(root) == []
     left = listening_ports() & during
     assert not left, f"ports still listening after make down: {sorted(left)}"
+    assert host_network_mentions(words) == []
+    assert node_leftovers(root, node) == []
+    holders = [p.name for p in Path("/proc").glob("[0-9]*") if _netns(p) == netns]
+    assert holders == [], f"processes still in the node's network namespace: {holders}"
+    shutil.rmtree(root, ignore_errors=True)  # the node's image store is gigabytes

@@ -102,4 +102,4 @@ def operator(
     if dev_operator:
         from berth_dev.addons import Addons
 
-        cluster.start_addons(Addons(agent=False, prometheus=False, operator=True, examples=False))
+        cluster.start_addons(Addons(node=False, prometheus=False, operator=True, examples=False))

@@ -3,7 +3,7 @@
 Prometheus discovers pods through `kubernetes_sd_configs` against the local API server
 (client certificate from the dev PKI) and scrapes the ones the operator marks with
 `prometheus.io/scrape: "true"`, at `<pod IP>:<prometheus.io/port><prometheus.io/path>`.
-Only pods on the node agent's node are discovered (a field selector per node): KWOK's
+Only pods on the real node are discovered (a field selector per node): KWOK's
 fake pods have no process behind their addresses, and there may be thousands of them. Every series carries `namespace`,
 `pod`, `node` and, for Berth runtime pods, `modeldeployment` (the serving.berth.dev/model label; the runtime's own `model` label is the served name).
 
@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-INSTALL_SCRIPT = Path(__file__).resolve().parent.parent / "install-prometheus.sh"
+INSTALL_SCRIPT = Path(__file__).resolve().parent.parent.parent / "hack" / "install-prometheus.sh"
 DEFAULT_PORT = 9090
 SCRAPE_INTERVAL = "2s"  # short so a test sees a new counter value within seconds
 RETENTION = "2d"  # a dev cluster needs little history

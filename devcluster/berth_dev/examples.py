@@ -5,10 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .addons import REPO
-from .podrun import pvc_dir
+import yaml
+
+from .state import REPO
 
 if TYPE_CHECKING:
     from .cluster import DevCluster
@@ -17,10 +19,26 @@ LOCAL_EXAMPLES = REPO / "examples" / "local"
 NAMESPACE = "default"
 MODELS = ("minilm", "small-cnn")  # ModelDeployments in examples/local
 READY_TIMEOUT = 600.0  # seconds; a cold start imports PyTorch in every runtime process
+VOLUME_FILE = "00-models-volume.yaml"
+
+
+def pvc_dir(pvc_root: Path, namespace: str, claim: str) -> Path:
+    """The host directory behind the local PersistentVolume of `claim`."""
+    return pvc_root / namespace / claim
+
+
+def volume_manifests(models_dir: Path) -> str:
+    """examples/local/00-models-volume.yaml with the PersistentVolume's hostPath set to
+    this cluster's directory (the real node mounts it into the model pods)."""
+    docs = list(yaml.safe_load_all((LOCAL_EXAMPLES / VOLUME_FILE).read_text()))
+    for doc in docs:
+        if doc.get("kind") == "PersistentVolume":
+            doc["spec"]["hostPath"] = {"path": str(models_dir), "type": "Directory"}
+    return yaml.safe_dump_all(docs, sort_keys=False)
 
 
 def deploy_examples(dev: DevCluster) -> None:
-    from .cluster import DevClusterError
+    from .state import DevClusterError
 
     models_dir = pvc_dir(dev.paths.root / "pvc", NAMESPACE, "models")
     dev._step(f"example weights into {models_dir} (MiniLM copied, small CNN scripted)")
@@ -35,7 +53,10 @@ def deploy_examples(dev: DevCluster) -> None:
     if proc.returncode != 0:
         raise DevClusterError(f"example weights: failed ({proc.returncode}); read {log}")
     dev._step(f"applying {LOCAL_EXAMPLES.relative_to(REPO)}/")
-    dev.kubectl("apply", "-f", str(LOCAL_EXAMPLES))
+    dev.kubectl("apply", "-f", "-", input=volume_manifests(models_dir))
+    for f in sorted(LOCAL_EXAMPLES.glob("*.yaml")):
+        if f.name != VOLUME_FILE:
+            dev.kubectl("apply", "-f", str(f))
     wait_ready(dev, NAMESPACE, MODELS)
 
 
@@ -67,7 +88,7 @@ def _describe(pod: Any) -> str:
 
 
 def wait_ready(dev: DevCluster, ns: str, names: tuple[str, ...]) -> None:
-    from .cluster import DevClusterError
+    from .state import DevClusterError
 
     client = dev.client()
     start = time.monotonic()
@@ -89,8 +110,8 @@ def wait_ready(dev: DevCluster, ns: str, names: tuple[str, ...]) -> None:
             detail = "; ".join(f"{n}: {s}" for n, s in states.items())
             raise DevClusterError(
                 f"examples: not Ready after {READY_TIMEOUT:.0f}s ({detail}); read "
-                f"{dev.paths.root / 'agent' / 'pods'}/{ns}_<pod>_<uid>/runtime.log, "
-                f"{dev.paths.log('berth-agent')} and {dev.paths.log('berth-operator')}"
+                f"`kubectl logs -n {ns} <pod>`, {dev.paths.log('kubelet')} and "
+                f"{dev.paths.log('berth-operator')}"
             )
         if elapsed - last_report >= 5:
             last_report = elapsed

@@ -56,8 +56,8 @@ class DevConfig:
     root: Path = field(default_factory=default_root)
     pools: tuple[NodePool, ...] = DEFAULT_POOLS
     apiserver_port: int = 6443  # a free port is chosen when this one is taken
-    service_cidr: str = "10.96.0.0/16"
-    pod_cidr: str = "10.244.0.1/16"  # KWOK hands fake pods IPs from here
+    # Service, pod and node addresses are chosen per cluster from 198.18.0.0/15
+    # (netplan.py), so that clusters beside each other never overlap.
 
 
 _POOL_FIELDS = {f for f in NodePool.__dataclass_fields__}
@@ -100,3 +100,17 @@ def parse_pool_flag(text: str) -> NodePool:
             raise ConfigError(f"--node-pool {text!r}: expected key=value pairs, got {part!r}")
         data[key.strip()] = int(value) if key.strip() in ("count", "gpus", "pods") else value
     return pool_from_dict(data, f"--node-pool {text!r}")
+
+
+@dataclass(frozen=True)
+class Addons:
+    """Which parts to start after the control plane (the CLI's --no-* flags)."""
+
+    node: bool = True  # the real node: containerd + kubelet + kube-proxy (node.py)
+    prometheus: bool = True  # a real Prometheus scraping the real node's pods
+    operator: bool = True  # CRDs + `berth operator run`
+    examples: bool = True  # examples/local: models + weights in the local PVC directory
+
+    @classmethod
+    def none(cls) -> Addons:
+        return cls(node=False, prometheus=False, operator=False, examples=False)

@@ -2,59 +2,67 @@
 
 Components run as local processes in their own sessions, so they outlive the
 `berth dev up` command; their pids, ports and URLs sit in `<root>/state.json`.
-All listeners are on 127.0.0.1. `down` stops them in reverse order and waits.
+The API server listens on the host end of the real node's link (a 198.18.0.0/15
+address on this machine only, see netplan.py), so the node and its pods reach it;
+every other listener is on 127.0.0.1. `down` stops them in reverse order and waits.
 """
 
 from __future__ import annotations
 
 import base64
 import functools
-import json
 import os
-import signal
-import socket
+import shutil
 import ssl
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .addons import Addons
-from .config import DevConfig
+from . import netplan
+from . import node as realnode
+from .config import Addons, DevConfig
 from .pki import Pki, ensure_pki
+from .processes import group_alive, pid_alive, spawn, terminate_group
+from .state import (
+    HACK_DIR,
+    DevClusterError,
+    Paths,
+    free_port,
+    http_ok,
+    read_state,
+    running_components,
+    write_state,
+)
 
-HACK_DIR = Path(__file__).resolve().parent.parent
+__all__ = [
+    "DevCluster",
+    "DevClusterError",
+    "Paths",
+    "build_binaries",
+    "free_port",
+    "group_alive",
+    "http_ok",
+    "pid_alive",
+    "reachable_external_cluster",
+    "read_state",
+    "running_components",
+    "terminate_group",
+    "write_state",
+]
+
 BUILD_SCRIPT = HACK_DIR / "build-k8s.sh"
 CONTEXT = "berth-dev"
 
 Progress = Callable[[str], None]
 
 
-class DevClusterError(RuntimeError):
-    """A step of the dev cluster failed; the message names the step and the log."""
-
-
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def free_port(preferred: int = 0) -> int:
-    """`preferred` when it is free on 127.0.0.1, else any free port."""
-    for port in ([preferred] if preferred else []) + [0]:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return int(s.getsockname()[1])
-    raise DevClusterError("no free port on 127.0.0.1")
 
 
 def build_binaries(progress: Progress = _stderr) -> Path:
@@ -68,74 +76,6 @@ def build_binaries(progress: Progress = _stderr) -> Path:
             "retry with `bash hack/build-k8s.sh`"
         )
     return Path(proc.stdout.strip().splitlines()[-1])
-
-
-@dataclass(frozen=True)
-class Paths:
-    root: Path
-
-    @property
-    def kubeconfig(self) -> Path:
-        return self.root / "kubeconfig"
-
-    @property
-    def state(self) -> Path:
-        return self.root / "state.json"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def pki(self) -> Path:
-        return self.root / "pki"
-
-    @property
-    def etcd_data(self) -> Path:
-        return self.root / "etcd"
-
-    def log(self, component: str) -> Path:
-        return self.logs / f"{component}.log"
-
-
-def pid_alive(pid: int, marker: str | None = None) -> bool:
-    """Whether `pid` runs and (when given) its command line contains `marker`."""
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return False
-    return marker is None or marker in cmdline
-
-
-def read_state(paths: Paths) -> dict[str, Any]:
-    try:
-        data: dict[str, Any] = json.loads(paths.state.read_text())
-        return data
-    except (OSError, ValueError):
-        return {}
-
-
-def write_state(paths: Paths, state: dict[str, Any]) -> None:
-    tmp = paths.state.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
-    tmp.replace(paths.state)
-
-
-def running_components(paths: Paths) -> dict[str, int]:
-    """Components recorded in state.json whose process is still alive."""
-    state = read_state(paths)
-    alive = {}
-    for name, info in state.get("components", {}).items():
-        if pid_alive(int(info["pid"]), info.get("marker")):
-            alive[name] = int(info["pid"])
-    return alive
 
 
 def write_kubeconfig(path: Path, server: str, pki: Pki) -> None:
@@ -171,14 +111,6 @@ def _ssl_context(pki: Pki) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=str(pki.ca_crt))
     ctx.load_cert_chain(str(pki.admin_crt), str(pki.admin_key))
     return ctx
-
-
-def http_ok(url: str, ctx: ssl.SSLContext | None = None, timeout: float = 2.0) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout, context=ctx) as resp:
-            return bool(resp.status == 200)
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
 
 
 class DevCluster:
@@ -229,22 +161,17 @@ class DevCluster:
 
     # -- lifecycle -------------------------------------------------------------------
     def _spawn(
-        self, name: str, argv: list[str], state: dict[str, Any], env: dict[str, str] | None = None
+        self,
+        name: str,
+        argv: list[str],
+        state: dict[str, Any],
+        env: dict[str, str] | None = None,
+        marker: str | None = None,
     ) -> subprocess.Popen[bytes]:
-        log = self.paths.log(name).open("ab")
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=str(self.paths.root),
-            env={**os.environ, **(env or {})},
-        )
-        log.close()
+        proc = spawn(argv, self.paths.log(name), self.paths.root, env)
         state.setdefault("components", {})[name] = {
             "pid": proc.pid,
-            "marker": argv[0] if len(argv) < 2 else f"{argv[0]} {argv[1]}",
+            "marker": marker or (argv[0] if len(argv) < 2 else f"{argv[0]} {argv[1]}"),
             "log": str(self.paths.log(name)),
             "startedAt": time.time(),  # state.json sorts keys: down() orders by this
         }
@@ -273,7 +200,7 @@ class DevCluster:
     def up(self, bin_dir: Path | None = None, addons: Addons | None = None) -> None:
         """Start every component and the fake nodes; return once the API is ready.
 
-        `addons` (node agent, Prometheus, operator, examples) start after the control
+        `addons` (real node, Prometheus, operator, examples) start after the control
         plane; None starts the control plane only.
         """
         if self.is_running():
@@ -290,23 +217,40 @@ class DevCluster:
             self._step("control plane binaries (a cold build compiles Kubernetes: 10-30 min)")
             bin_dir = build_binaries(self.progress)
         k8s = str(bin_dir / "berth-k8s")
-        pki = ensure_pki(self.paths.pki)
+        net = realnode.plan(root, read_state(self.paths))
+        pki = ensure_pki(self.paths.pki, net.kubernetes_service_ip, (net.host_ip,))
+        self._reset_etcd_if_range_changed(net)
+        state: dict[str, Any] = {
+            "binDir": str(bin_dir),
+            "kubeconfig": str(self.paths.kubeconfig),
+            "startedAt": time.time(),
+            "node": {
+                "index": net.index,
+                "veth": net.veth_host,
+                "cgroupRoot": net.cgroup_root,
+                "serviceCIDR": net.service_cidr,
+                "podCIDR": net.pod_cidr,
+                "hostIP": net.host_ip,
+                "nodeIP": net.node_ip,
+            },
+        }
+        write_state(self.paths, state)
+        self._step(f"node sandbox: link {net.host_ip} <-> {net.node_ip}, pods {net.pod_cidr}")
+        holder = realnode.start_sandbox(self, state, net)
+        state["node"]["mntns"] = os.readlink(f"/proc/{holder}/ns/mnt")
         ports = {
-            "apiserver": free_port(self.config.apiserver_port),
+            # on this cluster's own address: the same port every start (the `kubernetes`
+            # Service's endpoints in etcd keep the port of the first start)
+            "apiserver": free_port(self.config.apiserver_port, net.host_ip),
             "etcd": free_port(),
             "etcdPeer": free_port(),
             "controllerManager": free_port(),
             "scheduler": free_port(),
             "kwok": free_port(),
         }
-        server = f"https://127.0.0.1:{ports['apiserver']}"
-        state: dict[str, Any] = {
-            "binDir": str(bin_dir),
-            "server": server,
-            "ports": ports,
-            "kubeconfig": str(self.paths.kubeconfig),
-            "startedAt": time.time(),
-        }
+        server = f"https://{net.host_ip}:{ports['apiserver']}"
+        state["server"] = server
+        state["ports"] = ports
         write_state(self.paths, state)
         write_kubeconfig(self.paths.kubeconfig, server, pki)
         kc = str(self.paths.kubeconfig)
@@ -334,8 +278,9 @@ class DevCluster:
                 k8s,
                 "kube-apiserver",
                 f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                # the host end of the node link: reachable from the host, the node and pods
+                f"--bind-address={net.host_ip}",
+                f"--advertise-address={net.host_ip}",
                 f"--secure-port={ports['apiserver']}",
                 f"--cert-dir={root / 'apiserver-certs'}",
                 f"--tls-cert-file={pki.server_crt}",
@@ -344,11 +289,14 @@ class DevCluster:
                 f"--service-account-key-file={pki.sa_pub}",
                 f"--service-account-signing-key-file={pki.sa_key}",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                f"--service-cluster-ip-range={self.config.service_cidr}",
+                f"--service-cluster-ip-range={net.service_cidr}",
+                # the node's address, never its name: no DNS lookup leaves the machine
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--kubelet-client-certificate={pki.admin_crt}",
+                f"--kubelet-client-key={pki.admin_key}",
                 "--authorization-mode=Node,RBAC",
                 "--allow-privileged=true",
                 "--enable-priority-and-fairness=false",
-                "--endpoint-reconciler-type=none",
                 "--profiling=false",
                 "--max-requests-inflight=1000",
                 "--max-mutating-requests-inflight=500",
@@ -409,10 +357,11 @@ class DevCluster:
                 f"--kubeconfig={kc}",
                 "--manage-all-nodes=false",
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-                f"--cidr={self.config.pod_cidr}",
+                # fake pods' addresses: the upper half of this cluster's block (never used)
+                f"--cidr={net.fake_pod_cidr}",
                 # Leases like a kubelet, so a loaded machine does not turn fake nodes NotReady.
                 "--node-lease-duration-seconds=40",
-                "--node-ip=10.244.0.1",
+                f"--node-ip={net.fake_node_ip}",
                 f"--server-address=127.0.0.1:{ports['kwok']}",
             ],
             state,
@@ -447,6 +396,16 @@ class DevCluster:
         if addons is not None:
             self.start_addons(addons)
 
+    def _reset_etcd_if_range_changed(self, net: netplan.NodeNet) -> None:
+        """A new Service range cannot take over an etcd that holds the old one: start afresh."""
+        marker = self.paths.root / "service-cidr"
+        if self.paths.etcd_data.exists() and (
+            not marker.exists() or marker.read_text().strip() != net.service_cidr
+        ):
+            self._step(f"the Service range is now {net.service_cidr}: starting with an empty etcd")
+            shutil.rmtree(self.paths.etcd_data)
+        marker.write_text(net.service_cidr)
+
     def stop_component(self, name: str, grace: float = 15) -> bool:
         """Stop one recorded component (for example `berth-operator`); whether it ran."""
         state = read_state(self.paths)
@@ -457,7 +416,7 @@ class DevCluster:
         pid = int(info["pid"])
         if not pid_alive(pid, info.get("marker")):
             return False
-        _terminate_group(pid, grace)
+        terminate_group(pid, grace)
         return True
 
     def start_addons(self, addons: Addons) -> None:
@@ -497,7 +456,9 @@ class DevCluster:
         """Stop every recorded component (reverse start order); return their names."""
         state = read_state(self.paths)
         comps: dict[str, Any] = state.get("components", {})
-        stopped = []
+        stopped = realnode.stop(self, state, quiet, grace)
+        if state:
+            write_state(self.paths, state)
         for name in sorted(comps, key=lambda n: comps[n].get("startedAt", 0), reverse=True):
             info = comps[name]
             pid = int(info["pid"])
@@ -505,12 +466,8 @@ class DevCluster:
                 continue
             if not quiet:
                 self._step(f"stopping {name} (pid {pid})")
-            _terminate_group(pid, grace)
+            terminate_group(pid, grace)
             stopped.append(name)
-        from .addons import stop_leftovers
-
-        if stop_leftovers(self.paths.root):
-            stopped.append("runtime processes left by the node agent")
         if comps:
             state["components"] = {}
             write_state(self.paths, state)
@@ -544,40 +501,6 @@ class DevCluster:
             out["kubeconfig"] = str(self.paths.kubeconfig)
             out["server"] = state.get("server")
         return out
-
-
-def _terminate_group(pid: int, grace: float) -> None:
-    """SIGTERM the process group led by `pid`, wait `grace` seconds, then SIGKILL."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    except PermissionError:
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if not group_alive(pid):
-            return
-        time.sleep(0.1)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and group_alive(pid):
-        time.sleep(0.05)
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether any non-zombie process is left in process group `pgid`."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
 
 
 def reachable_external_cluster(kubectl: Path, own_kubeconfig: Path) -> str | None:

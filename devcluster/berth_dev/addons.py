@@ -1,4 +1,4 @@
-"""What `berth dev up` starts after the control plane: node agent, Prometheus, CRDs +
+"""What `berth dev up` starts after the control plane: the real node, Prometheus, CRDs +
 operator, and the local examples. Each step is idempotent (a running component is
 kept), shows its progress, and fails naming itself and the log to read.
 """
@@ -6,126 +6,39 @@ kept), shows its progress, and fails naming itself and the log to read.
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
-import time
-import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from . import prometheus
-from .procs import kill_recorded
+from .config import Addons
+from .state import REPO
 
 if TYPE_CHECKING:
     from .cluster import DevCluster
 
-REPO = Path(__file__).resolve().parent.parent.parent
+__all__ = ["Addons", "operator_available", "start", "start_node", "start_prometheus"]
+
 CRDS_DIR = REPO / "crds"
-AGENT_NODE = "local-0"
 BERTH = str(Path(sys.executable).parent / "berth")  # the console script of this venv
-
-
-@dataclass(frozen=True)
-class Addons:
-    """Which parts to start after the control plane (the CLI's --no-* flags)."""
-
-    agent: bool = True  # node agent: runs runtime pods as local processes on local-0
-    prometheus: bool = True  # a real Prometheus scraping the agent's pods
-    operator: bool = True  # CRDs + `berth operator run`
-    examples: bool = True  # examples/local: models + weights in the local PVC directory
-
-    @classmethod
-    def none(cls) -> Addons:
-        return cls(agent=False, prometheus=False, operator=False, examples=False)
+NODE_NAME = "local-node-0"  # the real node (node.py)
 
 
 def _component_running(dev: DevCluster, name: str) -> bool:
-    from .cluster import running_components
+    from .state import running_components
 
     return name in running_components(dev.paths)
 
 
 def _set_url(dev: DevCluster, name: str, url: str) -> dict[str, Any]:
-    from .cluster import read_state, write_state
+    from .state import read_state, write_state
 
     state = read_state(dev.paths)
     state.setdefault("urls", {})[name] = url
     write_state(dev.paths, state)
     return state
-
-
-def pod_ip_prefix(root: Path) -> str:
-    """The first two octets of the pod IPs of the dev cluster in `root`.
-
-    Pods get loopback addresses, 127.0.x.y for the default dev directory and 127.N.x.y
-    for any other (a test's private cluster beside the shared one), so every pod is a
-    distinct target for Prometheus and no traffic ever leaves the machine. The API
-    server refuses loopback addresses in EndpointSlices, so Services of local pods have
-    no endpoints; clients (and Prometheus) address pods by their pod IP.
-    """
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    shared = Path(state) / "berth" / "dev"  # the default dev directory, whatever BERTH_DEV_DIR says
-    if root.resolve() == shared.resolve():
-        return "127.0"
-    return f"127.{1 + zlib.crc32(str(root.resolve()).encode()) % 250}"
-
-
-def start_agent(dev: DevCluster) -> None:
-    from .cluster import free_port, http_ok, read_state
-
-    if not _component_running(dev, "berth-agent"):
-        prefix = pod_ip_prefix(dev.paths.root)
-        port = free_port()
-        state = _set_url(dev, "berth-agent", f"http://127.0.0.1:{port}/healthz")
-        dev._step(
-            f"node agent: node {AGENT_NODE}, pods as local processes on {prefix}.x.y "
-            f"(health :{port})"
-        )
-        proc = dev._spawn(
-            "berth-agent",
-            [
-                BERTH,
-                "dev",
-                "agent",
-                f"--root={dev.paths.root}",
-                f"--kubeconfig={dev.paths.kubeconfig}",
-                f"--node-name={AGENT_NODE}",
-                f"--health-port={port}",
-                f"--pod-ip-prefix={prefix}",
-            ],
-            state,
-        )
-        url = read_state(dev.paths)["urls"]["berth-agent"]
-        dev._wait(
-            "node agent", lambda: http_ok(url), proc, str(dev.paths.log("berth-agent")), timeout=60
-        )
-    _wait_node_ready(dev, AGENT_NODE)
-
-
-def _wait_node_ready(dev: DevCluster, name: str, timeout: float = 60) -> None:
-    from lightkube.core.exceptions import ApiError
-    from lightkube.resources.core_v1 import Node
-
-    from .cluster import DevClusterError
-
-    client = dev.client()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            node = client.get(Node, name)
-            conds = (node.status.conditions or []) if node.status else []
-            if any(c.type == "Ready" and c.status == "True" for c in conds):
-                return
-        except ApiError:
-            pass
-        time.sleep(0.3)
-    raise DevClusterError(
-        f"node agent: node {name} not Ready after {timeout:.0f}s; "
-        f"read {dev.paths.log('berth-agent')}"
-    )
 
 
 def _listening(port: int) -> bool:
@@ -139,7 +52,7 @@ def _listening(port: int) -> bool:
 
 
 def start_prometheus(dev: DevCluster) -> None:
-    from .cluster import DevClusterError, free_port, http_ok, read_state
+    from .state import DevClusterError, free_port, http_ok, read_state
 
     if _component_running(dev, "prometheus"):
         return
@@ -156,7 +69,7 @@ def start_prometheus(dev: DevCluster) -> None:
         pki / "ca.crt",
         pki / "admin.crt",
         pki / "admin.key",
-        nodes=[AGENT_NODE],
+        nodes=[NODE_NAME],
     )
     (pdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
     # a restarted Prometheus keeps its address: the operator was given it at its start
@@ -180,7 +93,7 @@ def start_prometheus(dev: DevCluster) -> None:
 
 
 def apply_crds(dev: DevCluster) -> None:
-    from .cluster import DevClusterError
+    from .state import DevClusterError
 
     files = sorted(CRDS_DIR.glob("*.yaml"))
     if not files:
@@ -201,7 +114,7 @@ def operator_available() -> bool:
 
 
 def start_operator(dev: DevCluster) -> None:
-    from .cluster import free_port, http_ok, read_state
+    from .state import free_port, http_ok, read_state
 
     apply_crds(dev)
     if _component_running(dev, "berth-operator"):
@@ -236,10 +149,33 @@ def start_operator(dev: DevCluster) -> None:
     )
 
 
+def start_node(dev: DevCluster) -> None:
+    """The real node in the sandbox `up` made (kept when it runs)."""
+    from . import node
+    from .netplan import NodeNet, cluster_tag
+    from .pki import Pki
+    from .state import DevClusterError, read_state
+
+    if _component_running(dev, "kubelet"):
+        return
+    state = read_state(dev.paths)
+    holder = state.get("components", {}).get("node-sandbox", {}).get("pid")
+    if not holder or not _component_running(dev, "node-sandbox"):
+        raise DevClusterError(
+            "real node: the node sandbox is not running; `berth dev down` then `up`"
+        )
+    try:
+        node.check_host()
+        net = NodeNet(int(state["node"]["index"]), cluster_tag(dev.paths.root))
+        node.start(dev, state, net, Pki(dev.paths.pki), int(holder))
+    except node.NodeError as err:
+        raise DevClusterError(f"real node: {err}") from None
+
+
 def start(dev: DevCluster, addons: Addons) -> None:
     """Start the selected addons in dependency order."""
-    if addons.agent:
-        start_agent(dev)
+    if addons.node:
+        start_node(dev)
     if addons.prometheus:
         start_prometheus(dev)
     if addons.operator:
@@ -248,10 +184,3 @@ def start(dev: DevCluster, addons: Addons) -> None:
         from .examples import deploy_examples
 
         deploy_examples(dev)
-
-
-def stop_leftovers(root: Path) -> list[int]:
-    """After the components are stopped: kill runtime processes the agent left behind."""
-    from .agent import recorded_processes
-
-    return kill_recorded(recorded_processes(root))

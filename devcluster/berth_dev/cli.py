@@ -8,9 +8,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from .addons import Addons
 from .cluster import DevCluster, DevClusterError, build_binaries, reachable_external_cluster
-from .config import ConfigError, DevConfig, load_pools, parse_pool_flag
+from .config import Addons, ConfigError, DevConfig, load_pools, parse_pool_flag
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,14 +37,13 @@ def _parser() -> argparse.ArgumentParser:
         help="start a local cluster even when $KUBECONFIG names a reachable one",
     )
     for addon, what in (
-        ("agent", "the node agent (runs runtime pods as local processes on node local-0)"),
+        ("node", "the real node (containerd, kubelet, kube-proxy) that runs model pods"),
         ("prometheus", "Prometheus"),
         ("operator", "the CRDs and the operator"),
         ("examples", "the examples/local models"),
     ):
         up.add_argument(f"--no-{addon}", action="store_true", help=f"do not start {what}")
     sub.add_parser("down", help="stop the local cluster, leaving no process behind")
-    sub.add_parser("agent", help="run the node agent (started by `up`; see berth_dev.agent)")
     st = sub.add_parser("status", help="show each component with its state and URL")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("kubeconfig", help="print the kubeconfig path")
@@ -82,10 +80,10 @@ def usage_text(cluster: DevCluster) -> str:
 def cmd_up(args: argparse.Namespace) -> int:
     cluster = DevCluster(_config(args))
     addons = Addons(
-        agent=not args.no_agent,
+        node=not args.no_node,
         prometheus=not args.no_prometheus,
         operator=not args.no_operator,
-        examples=not args.no_examples and not args.no_agent and not args.no_operator,
+        examples=not args.no_examples and not args.no_node and not args.no_operator,
     )
     if cluster.is_running():
         print(f"berth dev: a local cluster is already running in {cluster.paths.root}")
@@ -150,10 +148,6 @@ def cmd_kubeconfig(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if argv[:1] == ["agent"]:
-        from .agent import main as agent_main
-
-        return agent_main(argv[1:])
     args = _parser().parse_args(argv)
     handlers = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "kubeconfig": cmd_kubeconfig}
     try:

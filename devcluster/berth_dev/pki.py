@@ -119,11 +119,70 @@ def _sign(
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-def ensure_pki(directory: Path, service_ip: str = "10.96.0.1") -> Pki:
-    """Create the PKI in `directory` unless it is already complete; return its paths."""
+def server_names(service_ip: str, extra: tuple[str, ...] = ()) -> list[str]:
+    """The API server certificate's names: loopback, the node link, the Service."""
+    return [
+        "127.0.0.1",
+        "localhost",
+        *extra,
+        service_ip,
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    ]
+
+
+def _cert_names(path: Path) -> list[str]:
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [str(v) for v in san.get_values_for_type(x509.IPAddress)] + list(
+        san.get_values_for_type(x509.DNSName)
+    )
+
+
+def _load_ca(pki: Pki) -> tuple[x509.Name, ec.EllipticCurvePrivateKey]:
+    key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return x509.load_pem_x509_certificate(pki.ca_crt.read_bytes()).subject, key
+
+
+def ensure_server_cert(pki: Pki, names: list[str]) -> None:
+    """(Re)sign the API server's certificate when it lacks one of `names`."""
+    if pki.server_crt.exists() and set(names) <= set(_cert_names(pki.server_crt)):
+        return
+    ca_name, ca_key = _load_ca(pki)
+    key = ec.generate_private_key(ec.SECP256R1())
+    crt = _sign(_name("kube-apiserver"), key, ca_name, ca_key, server_names=names)
+    _write(pki.server_crt, crt.public_bytes(serialization.Encoding.PEM))
+    _write(pki.server_key, _key_pem(key), private=True)
+
+
+def ensure_client_cert(pki: Pki, stem: str, cn: str, org: str | None) -> tuple[Path, Path]:
+    """A client certificate `<stem>.crt/.key` for user `cn` in group `org` (kept once made)."""
+    crt, key_path = pki.dir / f"{stem}.crt", pki.dir / f"{stem}.key"
+    if crt.exists() and key_path.exists():
+        return crt, key_path
+    ca_name, ca_key = _load_ca(pki)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _sign(_name(cn, org), key, ca_name, ca_key, client=True)
+    _write(crt, cert.public_bytes(serialization.Encoding.PEM))
+    _write(key_path, _key_pem(key), private=True)
+    return crt, key_path
+
+
+def ensure_pki(directory: Path, service_ip: str, extra_ips: tuple[str, ...] = ()) -> Pki:
+    """Create the PKI in `directory` unless it is already complete; return its paths.
+
+    The API server's certificate is re-signed when its names change (the node link and
+    the Service range are chosen per start)."""
     pki = Pki(directory)
     files = [pki.ca_crt, pki.ca_key, pki.server_crt, pki.server_key, pki.admin_crt]
     if all(p.exists() for p in [*files, pki.admin_key, pki.sa_key, pki.sa_pub]):
+        ensure_server_cert(pki, server_names(service_ip, extra_ips))
         return pki
     directory.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -135,15 +194,7 @@ def ensure_pki(directory: Path, service_ip: str = "10.96.0.1") -> Pki:
         server_key,
         ca_name,
         ca_key,
-        server_names=[
-            "127.0.0.1",
-            "localhost",
-            service_ip,
-            "kubernetes",
-            "kubernetes.default",
-            "kubernetes.default.svc",
-            "kubernetes.default.svc.cluster.local",
-        ],
+        server_names=server_names(service_ip, extra_ips),
     )
     admin_key = ec.generate_private_key(ec.SECP256R1())
     admin_crt = _sign(
