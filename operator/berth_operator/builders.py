@@ -208,6 +208,7 @@ def _env(md: Mapping[str, Any], source: ModelSource, settings: Settings) -> list
     }
     if model.get("factory"):
         env["BERTH_FACTORY"] = model["factory"]
+        env["BERTH_FACTORY_ALLOW"] = ",".join(factory_prefixes(settings))
     # Inline tensor specs (spec.model.inputs/outputs) override the model folder's berth.json.
     for key, var in (("inputs", "BERTH_INPUTS"), ("outputs", "BERTH_OUTPUTS")):
         if model.get(key):
@@ -288,6 +289,8 @@ def deployment(md: Mapping[str, Any], settings: Settings) -> Manifest:
         raise RenderError("spec.model.format", f"unsupported format {model.get('format')!r}")
     if model.get("format") == "safetensors" and not model.get("factory"):
         raise RenderError("spec.model.factory", "required when spec.model.format is safetensors")
+    if model.get("factory"):
+        check_factory(str(model["factory"]), factory_prefixes(settings))
     source = parse_model_uri(str(model.get("uri", "")), settings)
     resources, gpus = _resources(spec)
     runtime = spec.get("runtime") or {}
@@ -373,6 +376,26 @@ def deployment(md: Mapping[str, Any], settings: Settings) -> Manifest:
             },
         },
     }
+
+
+def factory_prefixes(settings: Settings) -> tuple[str, ...]:
+    """The operator's allowlist of factory module prefixes (BERTH_OPERATOR_RUNTIME_FACTORY_ALLOW)."""
+    return tuple(p.strip() for p in settings.runtime.factory_allow.split(",") if p.strip())
+
+
+def check_factory(ref: str, allow: tuple[str, ...]) -> None:
+    """Refuse a factory outside the allowlist at render time, as the runtime would at load.
+
+    ``pkg`` allows ``pkg`` and ``pkg.sub`` but not ``pkg_evil``; an empty list allows none.
+    """
+    module = ref.partition(":")[0]
+    if any(module == p or module.startswith(p + ".") for p in allow):
+        return
+    shown = ", ".join(allow) if allow else "none (BERTH_OPERATOR_RUNTIME_FACTORY_ALLOW is empty)"
+    raise RenderError(
+        "spec.model.factory",
+        f"module {module!r} is not allowed by the operator; allowed module prefixes: {shown}",
+    )
 
 
 def service(md: Mapping[str, Any], settings: Settings) -> Manifest:

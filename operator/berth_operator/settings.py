@@ -32,6 +32,9 @@ class RuntimeSettings:
     run_as_user: int = 65532
     # Seconds the startup probe allows for a model to load (period 10 s).
     startup_seconds: int = 900
+    # Comma-separated dotted module prefixes a safetensors spec.model.factory may come
+    # from (the factory is code the runtime imports); empty refuses every factory.
+    factory_allow: str = ""
 
 
 @dataclass(frozen=True)

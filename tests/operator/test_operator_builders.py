@@ -42,8 +42,8 @@ def md(**spec: Any) -> dict[str, Any]:
     }
 
 
-def pod_spec(m: dict[str, Any]) -> dict[str, Any]:
-    return builders.deployment(m, S)["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+def pod_spec(m: dict[str, Any], settings: Settings = S) -> dict[str, Any]:
+    return builders.deployment(m, settings)["spec"]["template"]["spec"]  # type: ignore[no-any-return]
 
 
 def test_minimal_cpu_deployment_exact() -> None:
@@ -260,7 +260,10 @@ def test_runtime_settings_reach_env() -> None:
             "dtype": "bfloat16",
         },
     )
-    container = pod_spec(m)["containers"][0]
+    from dataclasses import replace
+
+    allow = replace(S, runtime=replace(S.runtime, factory_allow="torchvision"))
+    container = pod_spec(m, allow)["containers"][0]
     assert container["image"] == "img:1"
     assert {e["name"]: e["value"] for e in container["env"]} == {
         "BERTH_MODEL_URI": "s3://b/w.safetensors",
@@ -273,6 +276,7 @@ def test_runtime_settings_reach_env() -> None:
         "BERTH_CACHE_DIR": "/var/cache/berth",
         "HOME": "/tmp",
         "BERTH_FACTORY": "torchvision.models:resnet50",
+        "BERTH_FACTORY_ALLOW": "torchvision",  # the operator's allowlist
     }
 
 
@@ -292,6 +296,11 @@ RENDER_ERRORS = [
     ({"model": {"uri": "https://h/m.pt", "format": "torchscript"}}, "spec.model.uri"),
     ({"model": {"uri": "file:///m", "format": "onnx"}}, "spec.model.format"),
     ({"model": {"uri": "file:///m", "format": "safetensors"}}, "spec.model.factory"),
+    # A factory is code: refused unless the operator's allowlist names its module.
+    (
+        {"model": {"uri": "file:///m", "format": "safetensors", "factory": "os:system"}},
+        "spec.model.factory",
+    ),
     ({"resources": {"gpu": {"count": 65}}}, "spec.resources.gpu.count"),
     ({"resources": {"cpu": "lots"}}, "spec.resources.cpu"),
     ({"resources": {"memory": "0"}}, "spec.resources.memory"),
@@ -433,3 +442,32 @@ def test_settings_from_env() -> None:
     )  # fmt: skip
     with pytest.raises(ValueError, match="BERTH_OPERATOR_RUNTIME_PORT"):
         from_env({"BERTH_OPERATOR_RUNTIME_PORT": "eighty"})
+
+
+@pytest.mark.parametrize(
+    ("allow", "factory", "ok"),
+    [
+        ("torchvision.models", "torchvision.models:resnet50", True),  # exact prefix
+        ("torchvision", "torchvision.models:resnet50", True),  # a parent package
+        ("torchvision", "torchvision_evil:build", False),  # a prefix of the name is not a package
+        ("", "torchvision.models:resnet50", False),  # empty: nothing is allowed
+        (" a.b , torchvision ", "torchvision.models:resnet50", True),  # spaces ignored
+    ],
+)
+def test_factory_allowlist(allow: str, factory: str, ok: bool) -> None:
+    from dataclasses import replace
+
+    settings = replace(S, runtime=replace(S.runtime, factory_allow=allow))
+    spec = {"model": {"uri": "file:///m", "format": "safetensors", "factory": factory}}
+    if not ok:
+        with pytest.raises(RenderError, match="allowed module prefixes") as info:
+            builders.render(md(**spec), settings, podmonitor=False)
+        assert info.value.field == "spec.model.factory"
+        return
+    out = builders.render(md(**spec), settings, podmonitor=False)
+    env = {
+        e["name"]: e["value"]
+        for e in out.apply[0]["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["BERTH_FACTORY"] == factory
+    assert env["BERTH_FACTORY_ALLOW"] == ",".join(p.strip() for p in allow.split(",") if p.strip())
