@@ -44,7 +44,7 @@ from typing import Any
 
 import yaml
 
-from berth_bench.operator import H100, NodeLeases, ProcStats
+from berth_bench.operator import H100, ProcStats
 
 REPO = Path(__file__).resolve().parents[2]
 GOALS = {"write_after_step_s": 4.0, "cpu_per_tick_s": 0.2, "peak_rss_mb": 250.0,
@@ -177,8 +177,7 @@ def scale_part(
     nodes = pool_manifests([NodePool(pool, count=node_count, gpus=8, product=H100,
                                      cpu="192", memory="2Ti")])  # fmt: skip
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(nodes))
-    leases = NodeLeases(cluster.client(), [n["metadata"]["name"] for n in nodes])
-    leases.start()
+    # KWOK holds and renews the fake nodes' Leases (the dev cluster gives it node leases)
     cluster.kubectl("create", "namespace", ns)
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(
         {"apiVersion": "serving.berth.dev/v1alpha1", "kind": "ScalingPolicy",
@@ -286,12 +285,9 @@ def scale_part(
                     break
                 time.sleep(2)
         finally:
-            leases.stop = True
             cluster.kubectl("delete", "scalingpolicy", policy, "--wait=false", check=False)
             cluster.kubectl("delete", "nodes", "-l", f"berth.dev/pool={pool}", "--wait=false",
                             check=False)  # fmt: skip
-            cluster.kubectl("delete", "leases", "-n", "kube-node-lease", *leases.names,
-                            "--wait=false", check=False)  # fmt: skip
         if dev_operator:
             from berth_dev.addons import Addons
 
