@@ -16,6 +16,11 @@ class RenderError(BerthError):
         self.message = message
 
 
+class ForeignObject(RenderError):
+    """A child's name is taken by an object Berth does not own: reported, nothing written,
+    and checked again later (the object may be renamed or removed)."""
+
+
 class ApplyError(BerthError):
     """The API server refused or failed a write; retrying may help (temporary)."""
 

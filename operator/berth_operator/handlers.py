@@ -16,7 +16,7 @@ import kopf
 
 from berth_operator import builders, status
 from berth_operator.autoscaling.loop import Autoscaler
-from berth_operator.errors import ApplyError, RenderError
+from berth_operator.errors import ApplyError, ForeignObject, RenderError
 from berth_operator.kube import Kube, is_established
 from berth_operator.reconciler import Reconciler, plain_child, plain_md
 from berth_operator.settings import Settings, from_env
@@ -131,6 +131,10 @@ async def reconcile(body: kopf.Body, reason: str, **kwargs: Any) -> None:
     RECONCILER.bind(kwargs)
     try:
         await RECONCILER.converge(plain_md(body), cause=str(getattr(reason, "value", reason)))
+    except ForeignObject as exc:  # not the spec's fault: look again later, quietly
+        raise kopf.TemporaryError(
+            str(exc), delay=RECONCILER.settings.reconcile.foreign_retry_seconds
+        ) from exc
     except RenderError as exc:
         raise kopf.PermanentError(f"cannot render children: {exc}") from exc
     except ApplyError as exc:

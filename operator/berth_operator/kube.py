@@ -111,6 +111,21 @@ class Kube:
             raise ApplyError(f"delete {kind} {name}: {exc!r}") from exc
         return True
 
+    async def controller_uid(
+        self, api_version: str, kind: str, namespace: str, name: str
+    ) -> str | None:
+        """The uid of an existing object's controller owner: "" for none, None if absent."""
+        try:
+            obj = await self._client.get(_resource(api_version, kind), name, namespace=namespace)
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return None
+            raise ApplyError(f"get {kind} {name}: {exc}") from exc
+        except Exception as exc:
+            raise ApplyError(f"get {kind} {name}: {exc!r}") from exc
+        refs = (_plain(obj).get("metadata") or {}).get("ownerReferences") or []
+        return next((str(r.get("uid", "")) for r in refs if r.get("controller")), "")
+
     async def get_model(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             obj = await self._client.get(

@@ -18,7 +18,7 @@ from typing import Any, cast
 import kopf
 
 from berth_operator import builders, status
-from berth_operator.errors import ApplyError, NamespaceTerminating, RenderError
+from berth_operator.errors import ApplyError, ForeignObject, NamespaceTerminating, RenderError
 from berth_operator.kube import Kube
 from berth_operator.settings import Settings
 
@@ -216,6 +216,12 @@ class Reconciler:
         async with self.lock(key):
             try:
                 children = self.render(md)
+                pending = [
+                    (m, self.child(m["kind"], key))
+                    for m in children.apply
+                    if builders.needs_apply(m, self.child(m["kind"], key))
+                ]
+                await self._refuse_foreign(md, [m for m, seen in pending if seen is None])
             except RenderError as exc:
                 known = self._invalid.get(key)
                 self._invalid[key] = (generation, str(exc))
@@ -225,11 +231,6 @@ class Reconciler:
                 self.schedule_status(key, delay=0)
                 raise
             self._invalid.pop(key, None)
-            pending = [
-                (m, self.child(m["kind"], key))
-                for m in children.apply
-                if builders.needs_apply(m, self.child(m["kind"], key))
-            ]
             # Children are independent: write them concurrently (the Deployment, listed
             # first, still goes out first through the client's write queue).
             results = await asyncio.gather(
@@ -263,6 +264,31 @@ class Reconciler:
             done = {"create": "created", "update": "updated", "resume": "resumed"}.get(cause, cause)
             logger.info("%s/%s %s: %s", key[0], key[1], done, ", ".join(changes) or "no change")
         return changes
+
+    async def _refuse_foreign(self, md: Mapping[str, Any], unseen: list[builders.Manifest]) -> None:
+        """Never take over an object Berth does not own (server-side apply with force would).
+
+        A child the indexes do not know may still exist, created by someone else under the
+        same name: if its controller is not this ModelDeployment, nothing is written and the
+        model reports it (Degraded, one Event) until the object is renamed or removed.
+        """
+        assert self.kube is not None
+        meta = md["metadata"]
+        uid = str(meta.get("uid", ""))
+        for manifest in unseen:
+            owner = await self.kube.controller_uid(
+                manifest["apiVersion"], manifest["kind"], meta["namespace"],
+                manifest["metadata"]["name"],
+            )  # fmt: skip
+            if owner is not None and owner != uid:
+                kind, name = manifest["kind"], manifest["metadata"]["name"]
+                whose = "no controller" if not owner else f"another controller (uid {owner})"
+                raise ForeignObject(
+                    "metadata.name",
+                    f"a {kind} named {name!r} already exists in namespace {meta['namespace']} "
+                    f"with {whose}; Berth never takes over objects it does not own: rename the "
+                    f"ModelDeployment or remove that {kind}",
+                )
 
     async def converge_key(self, key: Key, *, cause: str, retries: int = 5) -> None:
         """Converge from a child's event (no Kopf retry there): retry a few times ourselves."""

@@ -64,6 +64,8 @@ class ReconcileSettings:
     batch_window: float = 0.02
     # Kopf worker limit per resource kind (0: unlimited); bounds memory at scale.
     max_workers: int = 0
+    # Seconds between checks of a child name taken by an object Berth does not own.
+    foreign_retry_seconds: float = 15.0
 
 
 @dataclass(frozen=True)

@@ -289,3 +289,43 @@ def test_examples_are_accepted(cluster: Any, namespace: str, crds: None) -> None
     examples = Path(__file__).resolve().parents[2] / "examples"
     proc = cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", str(examples))
     assert "created (server dry run)" in proc.stdout
+
+
+def test_unowned_service_of_the_same_name_is_never_taken_over(
+    cluster: Any, namespace: str, operator: Any
+) -> None:
+    # A tenant's own Service (no owner) named like a new model: server-side apply with
+    # force would take it over and the owner reference would let GC delete it later.
+    svc = {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "taken", "labels": {"team": "theirs"}},
+        "spec": {"selector": {"app": "theirs"}, "ports": [{"name": "web", "port": 8081}]},
+    }  # fmt: skip
+    apply(cluster, svc, namespace)
+    before = get(cluster, "service", "taken", namespace)
+    apply(cluster, model("taken"), namespace)
+    md = wait_for(lambda: (lambda m: m if condition(m, "Degraded").get("reason") == "InvalidSpec"
+                           else None)(md_get(cluster, namespace, "taken")), 30,
+                  what="Degraded/InvalidSpec for the unowned Service")  # fmt: skip
+    message = condition(md, "Degraded")["message"]
+    assert "Service named 'taken' already exists" in message, message
+    assert condition(md, "Ready")["status"] == "False"
+    # reported, and not again and again: the error and the Degraded transition, then quiet
+    seen = [e["reason"] for e in events(cluster, namespace, "taken")]
+    assert "InvalidSpec" in seen, seen
+    time.sleep(17)  # past one re-check (reconcile.foreign_retry_seconds, 15 s)
+    assert len(events(cluster, namespace, "taken")) == len(seen), events(
+        cluster, namespace, "taken"
+    )
+    # the Service is untouched: same resourceVersion, no owner, its own selector and port
+    after = get(cluster, "service", "taken", namespace)
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert not after["metadata"].get("ownerReferences")
+    assert after["spec"]["selector"] == {"app": "theirs"}
+    # nothing else was written for the model either
+    assert get(cluster, "deployment", "taken", namespace) is None
+    # once the Service is gone, the model converges by itself (the name is checked again)
+    cluster.kubectl("delete", "service", "taken", "-n", namespace)
+    wait_for(lambda: get(cluster, "deployment", "taken", namespace), 40, what="the Deployment")
+    wait_for(lambda: (get(cluster, "service", "taken", namespace) or {}).get("metadata", {})
+             .get("ownerReferences"), 10, what="Berth's own Service")  # fmt: skip
