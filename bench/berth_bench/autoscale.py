@@ -416,6 +416,7 @@ def inprocess_part(models: int, ticks: int) -> dict[str, Any]:
 
 def reaction_part(cluster: Any) -> dict[str, Any]:
     from berth_dev.addons import Addons
+    from berth_dev.examples import claim_manifests
     from berth_dev.weights import write_cnn
     from lightkube.generic_resource import create_namespaced_resource
     from lightkube.resources.core_v1 import Pod
@@ -431,31 +432,7 @@ def reaction_part(cluster: Any) -> dict[str, Any]:
     models = cluster.paths.root / "pvc" / ns / "models"
     models.mkdir(parents=True, exist_ok=True)
     write_cnn(models)
-    cluster.kubectl(
-        "apply",
-        "-f",
-        "-",
-        input=f"""
-apiVersion: v1
-kind: PersistentVolume
-metadata: {{name: {ns}}}
-spec:
-  capacity: {{storage: 1Gi}}
-  accessModes: [ReadOnlyMany]
-  storageClassName: berth-dev-local
-  hostPath: {{path: "{models}", type: Directory}}
-  claimRef: {{namespace: {ns}, name: models}}
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {{name: models, namespace: {ns}}}
-spec:
-  accessModes: [ReadOnlyMany]
-  storageClassName: berth-dev-local
-  volumeName: {ns}
-  resources: {{requests: {{storage: 1Gi}}}}
-""",
-    )
+    cluster.kubectl("apply", "-f", "-", input=claim_manifests(ns, models, ns))
     md = {
         "apiVersion": "serving.berth.dev/v1alpha1", "kind": "ModelDeployment",
         "metadata": {"name": "cnn"},

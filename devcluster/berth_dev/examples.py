@@ -37,6 +37,32 @@ def volume_manifests(models_dir: Path) -> str:
     return yaml.safe_dump_all(docs, sort_keys=False)
 
 
+def claim_manifests(
+    namespace: str, models_dir: Path, pv_name: str, labels: dict[str, str] | None = None
+) -> str:
+    """A `models` claim in `namespace` bound to a hostPath PersistentVolume on `models_dir`
+    (what tests and benchmarks give their own models; `pvc://models/<path>` reads it)."""
+    pv = {
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": pv_name, **({"labels": labels} if labels else {})},
+        "spec": {
+            "capacity": {"storage": "1Gi"}, "accessModes": ["ReadOnlyMany"],
+            "storageClassName": "berth-dev-local",
+            "hostPath": {"path": str(models_dir), "type": "Directory"},
+            "claimRef": {"namespace": namespace, "name": "models"},
+        },
+    }  # fmt: skip
+    claim = {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "models", "namespace": namespace},
+        "spec": {
+            "accessModes": ["ReadOnlyMany"], "storageClassName": "berth-dev-local",
+            "volumeName": pv_name, "resources": {"requests": {"storage": "1Gi"}},
+        },
+    }  # fmt: skip
+    return yaml.safe_dump_all([pv, claim], sort_keys=False)
+
+
 def deploy_examples(dev: DevCluster) -> None:
     from .state import DevClusterError
 

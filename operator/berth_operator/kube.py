@@ -139,60 +139,44 @@ class Kube:
             raise ApplyError(f"get {builders.KIND} {name}: {exc!r}") from exc
         return _plain(obj)
 
-    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> bool:
-        """Merge-patch the status subresource; False when the object is gone."""
-        res = _resource(builders.API_VERSION, builders.KIND)
+    async def _merge_patch(
+        self, res: Any, name: str, body: dict[str, Any], namespace: str | None, what: str
+    ) -> bool:
+        """One merge patch through the write queue; False when the object is gone."""
         try:
             async with self._writes:
                 await self._client.patch(
-                    res.Status,
-                    name,
-                    {"status": dict(status)},
-                    namespace=namespace,
-                    patch_type=PatchType.MERGE,
+                    res, name, body, namespace=namespace, patch_type=PatchType.MERGE
                 )
         except ApiError as exc:
             if exc.status.code == 404:
                 return False
-            raise ApplyError(f"patch status of {name}: {exc}") from exc
+            raise ApplyError(f"{what}: {exc}") from exc
         except Exception as exc:
-            raise ApplyError(f"patch status of {name}: {exc!r}") from exc
+            raise ApplyError(f"{what}: {exc!r}") from exc
         return True
+
+    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> bool:
+        """Merge-patch the status subresource; False when the object is gone."""
+        res = _resource(builders.API_VERSION, builders.KIND)
+        return await self._merge_patch(
+            res.Status, name, {"status": dict(status)}, namespace, f"patch status of {name}"
+        )
 
     async def scale(self, namespace: str, name: str, replicas: int) -> bool:
         """Write replicas through the ModelDeployment's scale subresource; False when gone."""
         res = _resource(builders.API_VERSION, builders.KIND)
-        try:
-            async with self._writes:
-                await self._client.patch(
-                    res.Scale,
-                    name,
-                    {"spec": {"replicas": int(replicas)}},
-                    namespace=namespace,
-                    patch_type=PatchType.MERGE,
-                )
-        except ApiError as exc:
-            if exc.status.code == 404:
-                return False
-            raise ApplyError(f"scale {name} to {replicas}: {exc}") from exc
-        except Exception as exc:
-            raise ApplyError(f"scale {name} to {replicas}: {exc!r}") from exc
-        return True
+        return await self._merge_patch(
+            res.Scale, name, {"spec": {"replicas": int(replicas)}}, namespace,
+            f"scale {name} to {replicas}",
+        )  # fmt: skip
 
     async def patch_policy_status(self, name: str, status: Mapping[str, Any]) -> bool:
         """Merge-patch a ScalingPolicy's status; False when it is gone."""
-        try:
-            async with self._writes:
-                await self._client.patch(
-                    POLICY.Status, name, {"status": dict(status)}, patch_type=PatchType.MERGE
-                )
-        except ApiError as exc:
-            if exc.status.code == 404:
-                return False
-            raise ApplyError(f"patch status of ScalingPolicy {name}: {exc}") from exc
-        except Exception as exc:
-            raise ApplyError(f"patch status of ScalingPolicy {name}: {exc!r}") from exc
-        return True
+        return await self._merge_patch(
+            POLICY.Status, name, {"status": dict(status)}, None,
+            f"patch status of ScalingPolicy {name}",
+        )  # fmt: skip
 
     async def crd_established(self, name: str) -> bool:
         try:

@@ -37,26 +37,9 @@ DELAY = 6
 
 
 def pv_and_claim(ns: str, path: Path) -> str:
-    return f"""
-apiVersion: v1
-kind: PersistentVolume
-metadata: {{name: berth-as-{ns}, labels: {{berth.dev/test: "true"}}}}
-spec:
-  capacity: {{storage: 1Gi}}
-  accessModes: [ReadOnlyMany]
-  storageClassName: berth-dev-local
-  hostPath: {{path: "{path}", type: Directory}}
-  claimRef: {{namespace: {ns}, name: models}}
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {{name: models, namespace: {ns}}}
-spec:
-  accessModes: [ReadOnlyMany]
-  storageClassName: berth-dev-local
-  volumeName: berth-as-{ns}
-  resources: {{requests: {{storage: 1Gi}}}}
-"""
+    from berth_dev.examples import claim_manifests
+
+    return claim_manifests(ns, path, f"berth-as-{ns}", {"berth.dev/test": "true"})
 
 
 def ready_pods(kube: Any, ns: str) -> list[Any]:

@@ -59,26 +59,9 @@ spec:
 
 
 def pv_yaml(ns: str, path: Path) -> str:
-    return f"""
-apiVersion: v1
-kind: PersistentVolume
-metadata: {{name: berth-e2e-{ns}, labels: {{berth.dev/test: "true"}}}}
-spec:
-  capacity: {{storage: 1Gi}}
-  accessModes: [ReadOnlyMany]
-  storageClassName: berth-dev-local
-  hostPath: {{path: "{path}", type: Directory}}
-  claimRef: {{namespace: {ns}, name: models}}
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {{name: models, namespace: {ns}}}
-spec:
-  accessModes: [ReadOnlyMany]
-  storageClassName: berth-dev-local
-  volumeName: berth-e2e-{ns}
-  resources: {{requests: {{storage: 1Gi}}}}
-"""
+    from berth_dev.examples import claim_manifests
+
+    return claim_manifests(ns, path, f"berth-e2e-{ns}", {"berth.dev/test": "true"})
 
 
 def runtime_pods(kube: Any, ns: str) -> list[Any]:
