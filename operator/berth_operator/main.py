@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import dataclasses
 import logging
+import os
+import socket
+import urllib.parse
+from typing import Any
 
 USAGE = (
-    "berth operator run [--namespace NS ... | --all-namespaces] [--standalone] "
-    "[--prometheus-url URL] [--verbose]"
+    "berth operator run [--namespace NS ... | --all-namespaces] [--leader-elect LEASE] "
+    "[--prometheus-url URL] [--verbose] | berth operator version"
 )
 
 
@@ -29,6 +35,12 @@ def parser() -> argparse.ArgumentParser:
         help="use KopfPeering NAME for leader election instead of standalone",
     )
     run.add_argument(
+        "--leader-elect",
+        metavar="LEASE",
+        help="hold coordination.k8s.io Lease LEASE (in $POD_NAMESPACE) before acting, so "
+        "one replica of several acts; identity $POD_NAME (the chart sets both)",
+    )
+    run.add_argument(
         "--liveness",
         metavar="URL",
         help="serve a liveness endpoint, e.g. http://0.0.0.0:8081/healthz",
@@ -39,7 +51,72 @@ def parser() -> argparse.ArgumentParser:
         help="Prometheus the autoscaler queries (else BERTH_OPERATOR_AUTOSCALING_PROMETHEUS_URL)",
     )
     run.add_argument("-v", "--verbose", action="store_true", help="log every handler run")
+    sub.add_parser("version", help="print the installed berth-operator version")
     return p
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("berth-operator")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+async def _standby_health(url: str | None) -> Any:
+    """While a standby waits for the Lease, answer its liveness probe (200, "standby")."""
+    if not url:
+        return None
+    parsed = urllib.parse.urlsplit(url)
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(reader.readline(), 5)
+            body = b'{"standby": true}'
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))  # fmt: skip
+            await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(answer, parsed.hostname, parsed.port or 80)
+
+
+async def _run_elected(lease: str, kopf_args: dict[str, Any]) -> int:
+    import kopf
+
+    from berth_operator.leader import ElectionSettings, Elector
+
+    namespace = os.environ.get("POD_NAMESPACE", "")
+    if not namespace:
+        raise SystemExit(
+            "berth operator: --leader-elect needs $POD_NAMESPACE (the Lease's namespace)"
+        )
+    identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+    elector = Elector(ElectionSettings(name=lease, namespace=namespace, identity=identity))
+    standby = await _standby_health(kopf_args.get("liveness_endpoint"))
+    await elector.acquire()
+    if standby is not None:
+        standby.close()
+        await standby.wait_closed()
+    stop = asyncio.Event()
+    lost = False
+
+    def on_lost() -> None:
+        nonlocal lost
+        lost = True
+        stop.set()
+
+    keeper = asyncio.create_task(elector.keep(on_lost))
+    try:
+        await kopf.operator(stop_flag=stop, **kopf_args)
+    finally:
+        keeper.cancel()
+        if not lost:
+            await elector.release()
+    # a replica that lost the Lease exits non-zero: the kubelet restarts it as a standby
+    return 1 if lost else 0
 
 
 def _limit_malloc_arenas(arenas: int = 2) -> None:
@@ -55,6 +132,9 @@ def _limit_malloc_arenas(arenas: int = 2) -> None:
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
+    if args.command == "version":
+        print(f"berth-operator {version()}")
+        return 0
     # Imported here so that `berth --help` stays fast.
     import kopf
 
@@ -76,11 +156,14 @@ def main(argv: list[str]) -> int:
         logging.getLogger("kopf").setLevel(logging.WARNING)
     for noisy in ("httpx", "httpx2", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    kopf.run(
-        standalone=args.peering is None,
-        peering_name=args.peering,
-        namespaces=list(args.namespace),
-        clusterwide=not args.namespace,
-        liveness_endpoint=args.liveness,
-    )
+    kopf_args: dict[str, Any] = {
+        "standalone": args.peering is None,
+        "peering_name": args.peering,
+        "namespaces": list(args.namespace),
+        "clusterwide": not args.namespace,
+        "liveness_endpoint": args.liveness,
+    }
+    if args.leader_elect:
+        return asyncio.run(_run_elected(args.leader_elect, kopf_args))
+    kopf.run(**kopf_args)
     return 0
