@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from .cluster import DevCluster
 
 REPO = Path(__file__).resolve().parent.parent.parent
-RECIPE = "4"  # bump to rebuild the dependency and Berth layers
+RECIPE = "5"  # bump to rebuild the dependency and Berth layers
 DEBIAN_RECIPE = "3"  # bump to rebuild the Debian root filesystem
 # Locked packages the image leaves out: Triton (1 GB) compiles GPU kernels for
 # torch.compile and is never imported by `import torch` or the runtime on CPU.
@@ -51,12 +51,10 @@ RUNTIME_IMAGES = ("ghcr.io/berth-dev/berth-runtime:0.1.0", "localhost/berth/runt
 DEBIAN_SUITE = "bookworm"
 DEBIAN_PACKAGES = ("python3.11", "ca-certificates", "libgomp1")
 VENV = "/opt/berth"
-SOURCES = (
-    "runtime/berth_runtime",
-    "operator/berth_operator",
-    "devcluster/berth_dev",
-    "bench/berth_bench",
-)
+# The runtime image carries the berth-runtime workspace member alone (not the operator,
+# the dev cluster or the benchmarks).
+RUNTIME_MEMBER = "runtime"
+SOURCES = ("runtime/berth_runtime",)
 BUSYBOX = Path("/bin/busybox")
 
 
@@ -81,7 +79,8 @@ def _sha_files(paths: list[Path], extra: str = "") -> str:
 
 def deps_key() -> str:
     return _sha_files(
-        [REPO / "uv.lock", REPO / "pyproject.toml"], RECIPE + " ".join(DEBIAN_PACKAGES)
+        [REPO / "uv.lock", REPO / RUNTIME_MEMBER / "pyproject.toml"],
+        RECIPE + " ".join(DEBIAN_PACKAGES),
     )
 
 
@@ -92,7 +91,7 @@ def app_key() -> str:
         for p in (REPO / src).rglob("*")
         if p.is_file() and "__pycache__" not in p.parts
     )
-    return _sha_files([REPO / "pyproject.toml", *files], RECIPE)
+    return _sha_files([REPO / RUNTIME_MEMBER / "pyproject.toml", *files], RECIPE)
 
 
 @contextmanager
@@ -259,7 +258,8 @@ def build_runtime() -> tuple[Path, str]:
                 [_uv(), "venv", "--relocatable", "--python", "/usr/bin/python3.11", str(venv)], log
             )
             req = cache_dir() / f"requirements-{dkey}.txt"
-            _run([_uv(), "export", "--frozen", "--no-dev", "--no-emit-project", "--no-hashes",
+            _run([_uv(), "export", "--frozen", "--no-dev", "--package", "berth-runtime",
+                  "--no-emit-workspace", "--no-hashes",
                   *(f"--no-emit-package={p}" for p in LEFT_OUT),
                   "--project", str(REPO), "-o", str(req)], log)  # fmt: skip
             # --no-deps: the export is the whole pinned closure, less LEFT_OUT
@@ -274,7 +274,9 @@ def build_runtime() -> tuple[Path, str]:
         if not venv.exists():
             raise RuntimeError(f"{work} is gone; delete {deps_tar} to rebuild the dependency layer")
         subprocess.run(
-            [_uv(), "pip", "uninstall", "--python", py, "berth"], capture_output=True, check=False
+            [_uv(), "pip", "uninstall", "--python", py, "berth-runtime"],
+            capture_output=True,
+            check=False,
         )
         _run(
             [
@@ -286,7 +288,7 @@ def build_runtime() -> tuple[Path, str]:
                 "--no-deps",
                 "--reinstall",
                 "--no-cache",
-                str(REPO),
+                str(REPO / RUNTIME_MEMBER),
             ],
             log,
         )
