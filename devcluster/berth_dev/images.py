@@ -307,6 +307,7 @@ def build_runtime() -> tuple[Path, str]:
             "Cmd": ["serve"],
             "User": "65532:65532",
             "WorkingDir": "/",
+            "Labels": oci_labels("berth-runtime", "Berth's model server (PyTorch)"),
         }
         tmp = layout.with_suffix(".tmp")
         digest = write_layout(tmp, [deps_tar, app_tar], config, RUNTIME_IMAGES)
@@ -328,6 +329,133 @@ def build_runtime() -> tuple[Path, str]:
                     else:
                         old.unlink(missing_ok=True)
         return layout, digest
+
+
+# -- the operator image (buildah bud from images/operator/Containerfile) --------------------
+OPERATOR_IMAGE = "ghcr.io/berth-dev/berth-operator:0.1.0"
+OPERATOR_RECIPE = "1"  # bump to rebuild the operator image
+OPERATOR_DEBIAN_PACKAGES = ("python3.11",)  # no ca-certificates: it pulls in perl and openssl
+# Left out of the operator's base: documentation, manual pages, translations.
+DPKG_EXCLUDES = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/locale/*",
+                 "/usr/share/info/*", "/usr/share/lintian/*")  # fmt: skip
+
+
+def oci_labels(title: str, description: str) -> dict[str, str]:
+    rev = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return {
+        "org.opencontainers.image.title": title,
+        "org.opencontainers.image.description": description,
+        "org.opencontainers.image.version": "0.1.0",
+        "org.opencontainers.image.revision": rev or "unknown",
+        "org.opencontainers.image.source": "https://github.com/berth-dev/berth",
+        "org.opencontainers.image.licenses": "Apache-2.0",
+        "org.opencontainers.image.vendor": "Berth",
+    }
+
+
+def _buildah() -> list[str]:
+    store = cache_dir() / "buildah"
+    return ["buildah", "--root", str(store / "root"), "--runroot", str(store / "run"),
+            "--storage-driver", "vfs"]  # fmt: skip
+
+
+def _slim_base(log: Path) -> str:
+    """A Debian base image for the operator, made by mmdebstrap and imported with buildah."""
+    key = hashlib.sha256(
+        (
+            OPERATOR_RECIPE + DEBIAN_SUITE + " ".join(OPERATOR_DEBIAN_PACKAGES + DPKG_EXCLUDES)
+        ).encode()
+    ).hexdigest()[:12]
+    name = f"localhost/berth/debian-python:{DEBIAN_SUITE}-{key}"
+    b = _buildah()
+    if (
+        subprocess.run([*b, "inspect", "--type", "image", name], capture_output=True).returncode
+        == 0
+    ):
+        return name
+    tar = cache_dir() / f"debian-slim-{key}.tar"
+    if not tar.exists():
+        _log(f"mmdebstrap {DEBIAN_SUITE} (minbase + {', '.join(OPERATOR_DEBIAN_PACKAGES)}), slim")
+        tmp = tar.with_suffix(".tmp.tar")
+        _run(["mmdebstrap", "--variant=minbase", f"--include={','.join(OPERATOR_DEBIAN_PACKAGES)}",
+              *(f"--dpkgopt=path-exclude={p}" for p in DPKG_EXCLUDES),
+              "--dpkgopt=path-include=/usr/share/doc/*/copyright",
+              "--customize-hook=rm -rf \"$1\"/var/cache/apt/* \"$1\"/var/lib/apt/lists/* \"$1\"/var/log/*",
+              DEBIAN_SUITE, str(tmp)], log)  # fmt: skip
+        tmp.replace(tar)
+    ctr = subprocess.run(
+        [*b, "from", "scratch"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    try:
+        _run([*b, "add", ctr, str(tar), "/"], log)
+        _run([*b, "commit", "--timestamp", "0", ctr, name], log)
+    finally:
+        subprocess.run([*b, "rm", ctr], capture_output=True, check=False)
+    return name
+
+
+def operator_key() -> str:
+    files = sorted(
+        p
+        for p in [
+            *(REPO / "operator" / "berth_operator").rglob("*"),
+            *(REPO / "images" / "operator").rglob("*"),
+        ]
+        if p.is_file() and "__pycache__" not in p.parts
+    )
+    return _sha_files(
+        [REPO / "uv.lock", REPO / "operator" / "pyproject.toml", *files],
+        OPERATOR_RECIPE + " ".join(OPERATOR_DEBIAN_PACKAGES + DPKG_EXCLUDES),
+    )
+
+
+def build_operator() -> Path:
+    """The operator image as an OCI archive (built when its sources changed)."""
+    key = operator_key()
+    archive = cache_dir() / f"operator-{key}.tar"
+    if archive.exists():
+        return archive
+    with _locked("operator"):
+        if archive.exists():
+            return archive
+        log = cache_dir() / "build-operator.log"
+        log.write_text("")
+        t0 = time.monotonic()
+        base = _slim_base(log)
+        ctx = cache_dir() / f"operator-ctx-{key}"
+        shutil.rmtree(ctx, ignore_errors=True)
+        ctx.mkdir(parents=True)
+        venv = ctx / "venv"
+        _log(f"operator image {key}: venv from uv.lock (berth-operator only)")
+        _run([_uv(), "venv", "--relocatable", "--python", "/usr/bin/python3.11", str(venv)], log)
+        req = ctx / "requirements.txt"
+        _run([_uv(), "export", "--frozen", "--no-dev", "--package", "berth-operator",
+              "--no-emit-workspace", "--no-hashes", "--project", str(REPO), "-o", str(req)], log)  # fmt: skip
+        py = str(venv / "bin" / "python")
+        _run([_uv(), "pip", "install", "--python", py, "--link-mode", "copy", "--no-deps",
+              "--no-compile", "-r", str(req)], log)  # fmt: skip
+        _run([_uv(), "pip", "install", "--python", py, "--link-mode", "copy", "--no-deps",
+              "--no-cache", "--no-compile", str(REPO / "operator")], log)  # fmt: skip
+        rev = oci_labels("", "")["org.opencontainers.image.revision"]
+        b = _buildah()
+        _log("operator image: buildah bud (chroot isolation, vfs)")
+        _run([*b, "bud", "--isolation", "chroot", "--timestamp", "0", "--layers=false",
+              "--build-arg", f"BASE={base}", "--build-arg", f"REVISION={rev}",
+              "-f", str(REPO / "images" / "operator" / "Containerfile"),
+              "-t", OPERATOR_IMAGE, str(ctx)], log)  # fmt: skip
+        tmp = archive.with_suffix(".tmp")
+        tmp.unlink(missing_ok=True)
+        _run([*b, "push", OPERATOR_IMAGE, f"oci-archive:{tmp}:{OPERATOR_IMAGE}"], log)
+        tmp.replace(archive)
+        shutil.rmtree(ctx, ignore_errors=True)
+        for old in cache_dir().glob("operator-*.tar"):
+            if old != archive:
+                old.unlink(missing_ok=True)
+        _log(f"operator image built in {time.monotonic() - t0:.0f}s: {archive} "
+             f"({archive.stat().st_size / 1e6:.0f} MB uncompressed)")  # fmt: skip
+        return archive
 
 
 # -- the pause image ---------------------------------------------------------------------
@@ -479,10 +607,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m berth_dev.images", description=__doc__.split("\n")[0]
     )
-    p.add_argument("what", choices=["pause", "runtime", "all"])
+    p.add_argument("what", choices=["pause", "runtime", "operator", "all"])
     args = p.parse_args(argv)
     if args.what in ("pause", "all"):
         print(build_pause()[0])
+    if args.what in ("operator", "all"):
+        print(build_operator())
     if args.what in ("runtime", "all"):
         print(build_runtime()[0])
     return 0
