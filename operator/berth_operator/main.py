@@ -52,6 +52,7 @@ def parser() -> argparse.ArgumentParser:
     )
     run.add_argument("-v", "--verbose", action="store_true", help="log every handler run")
     sub.add_parser("version", help="print the installed berth-operator version")
+    sub.add_parser("apply-crds", help="server-side apply Berth's CRDs (the chart's upgrade hook)")
     return p
 
 
@@ -135,6 +136,10 @@ def main(argv: list[str]) -> int:
     if args.command == "version":
         print(f"berth-operator {version()}")
         return 0
+    if args.command == "apply-crds":
+        from berth_operator import apply_crds
+
+        return apply_crds.main([])
     # Imported here so that `berth --help` stays fast.
     import kopf
 

@@ -21,12 +21,12 @@ PASSTHROUGH = {"resources", "podSecurityContext", "securityContext", "spec"}
 @pytest.mark.unit
 def test_crds_are_byte_identical_to_the_repository_crds() -> None:
     canonical = {p.name: p.read_bytes() for p in (REPO / "crds").glob("*.yaml")}
-    copies = {p.name: p.read_bytes() for p in (CHART / "files" / "crds").glob("*.yaml")}
+    copies = {p.name: p.read_bytes() for p in (CHART / "crds").glob("*.yaml")}
     assert canonical, "no CRDs in crds/"
-    assert copies.keys() == canonical.keys(), "charts/berth/files/crds/ lists other files"
+    assert copies.keys() == canonical.keys(), "charts/berth/crds/ lists other files"
     for name, data in canonical.items():
         assert copies[name] == data, (
-            f"charts/berth/files/crds/{name} differs from crds/{name}: cp crds/*.yaml charts/berth/files/crds/"
+            f"charts/berth/crds/{name} differs from crds/{name}: cp crds/*.yaml charts/berth/crds/"
         )
 
 
