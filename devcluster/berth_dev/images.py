@@ -578,10 +578,29 @@ def _import(sock: Path, source: Path, log: Path, content_root: Path | None = Non
         raise RuntimeError(f"ctr import {source} failed; read {log}")
 
 
-def ensure_imported(dev: DevCluster, sock: Path, runtime: bool = True) -> None:
-    """Build (cached) and import the pause and runtime images unless the node has them."""
+def _archive_digest(archive: Path) -> str:
+    import tarfile
+
+    with tarfile.open(archive) as tar:
+        member = tar.extractfile("index.json")
+        assert member is not None
+        return str(json.load(member)["manifests"][0]["digest"])
+
+
+def runtime_wanted(env: dict[str, str] | None = None) -> bool:
+    """BERTH_DEV_RUNTIME_IMAGE=0 leaves the 5.5 GB runtime image out of the node (for a
+    test run that starts no model, e.g. the chart tests); anything else keeps it."""
+    env = dict(os.environ) if env is None else env
+    return env.get("BERTH_DEV_RUNTIME_IMAGE", "1") != "0"
+
+
+def ensure_imported(
+    dev: DevCluster, sock: Path, runtime: bool | None = None, operator: bool = True
+) -> None:
+    """Build (cached) and import the pause, operator and runtime images unless the node has them."""
     from .node import NodeError
 
+    runtime = runtime_wanted() if runtime is None else runtime
     log = dev.paths.log("images")
     try:
         have = node_images(sock)
@@ -589,6 +608,12 @@ def ensure_imported(dev: DevCluster, sock: Path, runtime: bool = True) -> None:
             archive, _ = build_pause()
             dev._step(f"node: importing {PAUSE_IMAGE}")
             _import(sock, archive, log)
+        if operator:
+            dev._step("node: operator image (buildah; built once per source change)")
+            archive = build_operator()
+            if have.get(OPERATOR_IMAGE) != _archive_digest(archive):
+                dev._step(f"node: importing {OPERATOR_IMAGE}")
+                _import(sock, archive, log)
         if runtime:
             dev._step("node: runtime image (built once per dependency and source change)")
             layout, digest = build_runtime()
