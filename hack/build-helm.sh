@@ -4,8 +4,8 @@
 # recipe, like hack/build-k8s.sh. Prints the bin directory last.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-source "$here/versions.env"
-recipe_hash=$(cat "$here/versions.env" "$here/build-helm.sh" | sha256sum | cut -c1-12)
+source "$here/helm-versions.env"
+recipe_hash=$(cat "$here/helm-versions.env" "$here/build-helm.sh" | sha256sum | cut -c1-12)
 cache_root=${BERTH_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/berth}
 bin="$cache_root/helm-${HELM_VERSION}-kube-score-${KUBE_SCORE_VERSION}-${recipe_hash}/bin"
 log="$cache_root/build-helm.log"
@@ -38,9 +38,9 @@ rm -rf "$tmp"; mkdir -p "$tmp"
 export CGO_ENABLED=0 GOFLAGS=-mod=mod
 : > "$log"
 
-# The Kubernetes version helm assumes for `helm template`/`lint` capabilities comes from
-# its client-go (as helm's own Makefile does it).
-source "$here/versions.env"
+# The Kubernetes version helm assumes for `helm template`/`lint` capabilities: the
+# control plane's (hack/versions.env).
+KUBE_VERSION=$(sed -n 's/^KUBE_VERSION=//p' "$here/versions.env")
 kminor=${KUBE_VERSION#v1.}; kminor=${kminor%%.*}
 h=helm.sh/helm/v3
 ldflags="-s -w -X $h/internal/version.version=${HELM_VERSION} -X $h/internal/version.gitTreeState=clean"
