@@ -454,7 +454,7 @@ def build_operator() -> Path:
             if old != archive:
                 old.unlink(missing_ok=True)
         _log(f"operator image built in {time.monotonic() - t0:.0f}s: {archive} "
-             f"({archive.stat().st_size / 1e6:.0f} MB uncompressed)")  # fmt: skip
+             f"({archive.stat().st_size / 1e6:.0f} MB, compressed layers)")  # fmt: skip
         return archive
 
 

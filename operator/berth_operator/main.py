@@ -84,6 +84,23 @@ async def _standby_health(url: str | None) -> Any:
     return await asyncio.start_server(answer, parsed.hostname, parsed.port or 80)
 
 
+def login(**kwargs: Any) -> Any:
+    """Kopf's login: $KUBECONFIG when set; in a pod, the ServiceAccount token against
+    https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT (as client-go's in-cluster
+    config does; Kopf's own default asks DNS for kubernetes.default.svc, which a cluster
+    without cluster DNS cannot answer); else ~/.kube/config."""
+    import kopf
+
+    host = os.environ.get("KUBERNETES_SERVICE_HOST", "")
+    if not os.environ.get("KUBECONFIG") and host:
+        info = kopf.login_with_service_account(**kwargs)
+        if info is not None:
+            port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+            server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+            return dataclasses.replace(info, server=server)
+    return kopf.login_with_kubeconfig(**kwargs)
+
+
 async def _run_elected(lease: str, kopf_args: dict[str, Any]) -> int:
     import kopf
 
@@ -151,6 +168,7 @@ def main(argv: list[str]) -> int:
         scaling = dataclasses.replace(settings.autoscaling, prometheus_url=args.prometheus_url)
         settings = dataclasses.replace(settings, autoscaling=scaling)
     handlers.configure(settings)
+    kopf.on.login()(login)
     _limit_malloc_arenas()
     logging.basicConfig(
         level=logging.INFO,
