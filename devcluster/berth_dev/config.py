@@ -110,6 +110,9 @@ class Addons:
     prometheus: bool = True  # a real Prometheus scraping the real node's pods
     operator: bool = True  # CRDs + `berth operator run`
     examples: bool = True  # examples/local: models + weights in the local PVC directory
+    # the operator installed with the chart (charts/berth), in-cluster on the real node,
+    # instead of a host process; `berth dev up` sets it, test fixtures keep the process
+    operator_in_cluster: bool = False
 
     @classmethod
     def none(cls) -> Addons:
