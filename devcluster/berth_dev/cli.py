@@ -49,6 +49,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="Helm values for installing into the cluster $KUBECONFIG names (repeatable)",
     )
+    up.add_argument("--release", default="berth", help="Helm release name (default berth)")
+    up.add_argument(
+        "--namespace",
+        default="berth-system",
+        help="namespace of the release (default berth-system)",
+    )
     for addon, what in (
         ("node", "the real node (containerd, kubelet, kube-proxy) that runs model pods"),
         ("prometheus", "Prometheus"),
@@ -112,7 +118,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     if not args.force_local:
         external = reachable_external_cluster(bin_dir / "kubectl", cluster.paths.kubeconfig)
         if external:
-            return install_external(external, args.values)
+            return install_external(external, args.values, args.release, args.namespace)
     try:
         cluster.up(bin_dir, addons)
     except DevClusterError as err:
@@ -126,7 +132,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def install_external(server: str, values: list[Path]) -> int:
+def install_external(server: str, values: list[Path], release: str, namespace: str) -> int:
     """Install Berth with its chart into the cluster $KUBECONFIG names (after saying so)."""
     import os
 
@@ -134,18 +140,20 @@ def install_external(server: str, values: list[Path]) -> int:
 
     print(
         f"berth dev: KUBECONFIG names a reachable cluster ({server}): installing Berth into it "
-        f"with the chart (helm upgrade --install {chart.RELEASE} charts/berth "
-        f"-n {chart.NAMESPACE}). `berth dev up --force-local` starts a local cluster instead."
+        f"with the chart (helm upgrade --install {release} charts/berth -n {namespace}). "
+        "`berth dev up --force-local` starts a local cluster instead."
     )
     extra = [a for v in values for a in ("--values", str(v))]
     try:
-        seconds = chart.install(os.environ["KUBECONFIG"], extra=extra)
+        seconds = chart.install(
+            os.environ["KUBECONFIG"], release=release, namespace=namespace, extra=extra
+        )
     except chart.ChartError as err:
         print(f"berth dev up: {err}", file=sys.stderr)
         return 1
     print(
         f"berth dev: Berth installed in {seconds:.0f}s.\n"
-        f"  kubectl -n {chart.NAMESPACE} get pods\n"
+        f"  kubectl -n {namespace} get pods\n"
         "  kubectl apply -f examples/minilm-cpu.yaml"
     )
     return 0

@@ -19,9 +19,11 @@ after it, so that only the in-cluster operator acts.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -200,8 +202,8 @@ def release(node_cluster: Any, helm: Helm) -> Iterator[dict[str, Any]]:
         drop_namespace(node_cluster, ns)
 
 
-def holder(cluster: Any, ns: str) -> str:
-    lease = get_json(cluster, "lease", OPERATOR, "-n", ns)
+def holder(cluster: Any, ns: str, lease_name: str = OPERATOR) -> str:
+    lease = get_json(cluster, "lease", lease_name, "-n", ns)
     return str((lease.get("spec") or {}).get("holderIdentity") or "")
 
 
@@ -421,3 +423,42 @@ def test_upgrade_then_uninstall_leaves_only_crds_and_models(
         get_json(node_cluster, "crd", crd)
     after = {m["metadata"]["name"] for m in get_json(node_cluster, "md", "-n", models)["items"]}
     assert after == models_before
+
+
+@pytest.mark.e2e
+def test_berth_dev_up_with_a_reachable_kubeconfig_installs_the_chart(
+    node_cluster: Any, helm: Helm, tmp_path: Path
+) -> None:
+    # the local cluster plays "a cluster $KUBECONFIG names": `berth dev up` with another
+    # dev directory says so and installs the chart into it instead of starting a cluster
+    ns, models = f"berth-ext-{uuid.uuid4().hex[:5]}", f"berth-extm-{uuid.uuid4().hex[:5]}"
+    create_namespace(node_cluster, models)
+    values = tmp_path / "values.yaml"
+    values.write_text(json.dumps({
+        **LOCAL_NODE, "rbac": {"scope": "namespaces", "namespaces": [models]},
+        "defaultScalingPolicy": {"create": False}, "operator": {**LOCAL_NODE["operator"], "replicas": 1},
+    }))  # fmt: skip
+    env = {**os.environ, "KUBECONFIG": str(node_cluster.kubeconfig),
+           "BERTH_DEV_DIR": str(tmp_path / "dev")}  # fmt: skip
+    berth = Path(sys.executable).parent / "berth"
+    try:
+        proc = subprocess.run(
+            [str(berth), "dev", "up", "--values", str(values), "--release", "berth-ext",
+             "--namespace", ns],
+            env=env, capture_output=True, text=True, timeout=600, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "KUBECONFIG names a reachable cluster" in proc.stdout
+        assert "Berth installed in" in proc.stdout
+        assert not (tmp_path / "dev" / "state.json").exists()  # no local cluster started
+        wait_for(
+            "the operator running",
+            lambda: holder(node_cluster, ns, "berth-ext-operator").startswith("berth-ext"),
+        )
+        kubectl(node_cluster, "apply", "-f", "-", stdin=json.dumps(model_doc("ext", models)))
+        wait_for("ext reconciled", lambda: converged(node_cluster, models, {"ext"}))
+    finally:
+        helm("uninstall", "berth-ext", "--namespace", ns, "--wait",
+             kubeconfig=node_cluster.kubeconfig)  # fmt: skip
+        drop_namespace(node_cluster, models)
+        drop_namespace(node_cluster, ns)
