@@ -18,6 +18,7 @@ class Helm:
             "HELM_CONFIG_HOME": str(home / "config"),
             "HELM_DATA_HOME": str(home / "data"),
             "PATH": "/usr/bin:/bin",
+            "HOME": str(home),  # client-go's discovery cache (~/.kube/cache) stays in there
         }
 
     def __call__(
