@@ -59,6 +59,9 @@ BUSYBOX = Path("/bin/busybox")
 
 
 def cache_dir() -> Path:
+    """~/.cache/berth/images; BERTH_IMAGE_CACHE_DIR moves only the images (they are large)."""
+    if os.environ.get("BERTH_IMAGE_CACHE_DIR"):
+        return Path(os.environ["BERTH_IMAGE_CACHE_DIR"])
     base = os.environ.get("BERTH_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache"), "berth"
     )
