@@ -68,6 +68,12 @@ def local_values(prometheus_url: str) -> dict[str, Any]:
             "tolerations": [
                 {"key": LOCAL_NODE_LABEL, "operator": "Exists", "effect": "NoSchedule"}
             ],
+            # the real node has the machine's CPUs as allocatable (2 here) and the examples
+            # request one each: the mostly idle operator asks for no CPU of its own
+            "resources": {
+                "requests": {"cpu": "0", "memory": "64Mi", "ephemeral-storage": "16Mi"},
+                "limits": {"cpu": "1", "memory": "512Mi", "ephemeral-storage": "64Mi"},
+            },
         },
     }
 
