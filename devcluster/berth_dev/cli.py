@@ -118,6 +118,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     if not args.force_local:
         external = reachable_external_cluster(bin_dir / "kubectl", cluster.paths.kubeconfig)
         if external:
+            if args.no_operator:
+                print(
+                    f"berth dev: KUBECONFIG already names a reachable cluster ({external}); "
+                    "--no-operator: installing nothing and starting no local cluster."
+                )
+                return 0
             return install_external(external, args.values, args.release, args.namespace)
     try:
         cluster.up(bin_dir, addons)
@@ -139,7 +145,7 @@ def install_external(server: str, values: list[Path], release: str, namespace: s
     from . import chart
 
     print(
-        f"berth dev: KUBECONFIG names a reachable cluster ({server}): installing Berth into it "
+        f"berth dev: KUBECONFIG already names a reachable cluster ({server}): installing Berth into it "
         f"with the chart (helm upgrade --install {release} charts/berth -n {namespace}). "
         "`berth dev up --force-local` starts a local cluster instead."
     )

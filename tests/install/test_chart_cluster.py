@@ -448,7 +448,7 @@ def test_berth_dev_up_with_a_reachable_kubeconfig_installs_the_chart(
             env=env, capture_output=True, text=True, timeout=600, check=False,
         )  # fmt: skip
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        assert "KUBECONFIG names a reachable cluster" in proc.stdout
+        assert "KUBECONFIG already names a reachable cluster" in proc.stdout
         assert "Berth installed in" in proc.stdout
         assert not (tmp_path / "dev" / "state.json").exists()  # no local cluster started
         wait_for(
