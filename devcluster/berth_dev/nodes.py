@@ -18,7 +18,12 @@ def node_manifest(pool: NodePool, name: str) -> dict[str, Any]:
         "type": "kwok",
         "berth.dev/pool": pool.name,
     }
-    capacity = {"cpu": pool.cpu, "memory": pool.memory, "pods": str(pool.pods)}
+    capacity = {
+        "cpu": pool.cpu,
+        "memory": pool.memory,
+        "pods": str(pool.pods),
+        "ephemeral-storage": pool.ephemeral_storage,
+    }
     taints: list[dict[str, str]] = []
     if pool.gpus > 0:
         capacity[GPU_RESOURCE] = str(pool.gpus)

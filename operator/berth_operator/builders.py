@@ -18,7 +18,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any
 
 from berth_operator import tenancy
@@ -177,7 +177,7 @@ def parse_model_uri(uri: str, settings: Settings) -> ModelSource:
         raise RenderError(
             "spec.model.uri",
             "must not carry credentials (user:password@host); put s3/gs credentials in a "
-            "Secret named by spec.model.credentials.secretRef",
+            "Secret and name it in spec.model.credentials",
         )
     if scheme == "https" and not _PIN.search(uri):
         raise RenderError("spec.model.uri", "https:// needs a #sha256=<64 hex> pin")
@@ -277,7 +277,7 @@ def _quantity(path: str, value: object) -> Decimal:
 
 
 def _format_bytes(value: Decimal) -> str:
-    mib = -(-value // 2**20)  # ceil to whole MiB
+    mib = int((value / 2**20).to_integral_value(rounding=ROUND_CEILING))  # whole MiB, up
     return f"{mib // 1024}Gi" if mib % 1024 == 0 else f"{mib}Mi"
 
 

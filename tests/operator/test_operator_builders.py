@@ -102,10 +102,13 @@ def test_minimal_cpu_deployment_exact() -> None:
                             "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}],
                             "resources": {
                                 # ephemeral storage: the 50Gi cache + 1Gi /tmp + 1Gi headroom
-                                "requests": {"cpu": "1", "memory": "2Gi",
-                                             "ephemeral-storage": "1Gi"},
+                                "requests": {
+                                    "cpu": "1",
+                                    "memory": "2Gi",
+                                    "ephemeral-storage": "1Gi",
+                                },
                                 "limits": {"memory": "2Gi", "ephemeral-storage": "52Gi"},
-                            },  # fmt: skip
+                            },
                             "startupProbe": {
                                 "httpGet": {"path": "/v2/health/ready", **probe},
                                 "periodSeconds": 10,
