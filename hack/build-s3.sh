@@ -5,8 +5,9 @@
 # of this recipe, so a second run starts at once. Prints the binary's path last.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-source "$here/versions.env"
-recipe_hash=$(cat "$here/versions.env" "$here/build-s3.sh" | sha256sum | cut -c1-12)
+# Pinned here, not in versions.env: that file keys the control plane's build cache.
+VERSITYGW_VERSION=v1.8.0
+recipe_hash=$(sha256sum < "$here/build-s3.sh" | cut -c1-12)
 cache_root=${BERTH_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/berth}
 bin="$cache_root/versitygw-${VERSITYGW_VERSION}-${recipe_hash}/bin"
 log="$cache_root/build-s3.log"
