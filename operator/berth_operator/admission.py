@@ -50,7 +50,6 @@ def _validations() -> list[dict[str, Any]]:
                 f"'spec.runtime.image: image ' + {image} + ' is not allowed on this cluster; "
                 "allowed image prefixes: ' + params.data.images.replace(',', ', ')"
             ),
-            "fieldPath": "spec.runtime.image",
             "reason": "Forbidden",
         },
         {
@@ -59,7 +58,6 @@ def _validations() -> list[dict[str, Any]]:
                 f"'spec.scheduling.priorityClassName: ' + {pc} + ' is a system priority class, "
                 "reserved for the cluster\\'s own pods'"
             ),
-            "fieldPath": "spec.scheduling.priorityClassName",
             "reason": "Forbidden",
         },
         {
@@ -72,7 +70,6 @@ def _validations() -> list[dict[str, Any]]:
                 "cluster; allowed priority classes: ' + "
                 "params.data.priorityClasses.replace(',', ', ')"
             ),
-            "fieldPath": "spec.scheduling.priorityClassName",
             "reason": "Forbidden",
         },
         {
@@ -87,7 +84,6 @@ def _validations() -> list[dict[str, Any]]:
                 "' is not allowed on this cluster; allowed toleration keys: ' + "
                 "params.data.tolerationKeys.replace(',', ', ')"
             ),
-            "fieldPath": "spec.scheduling.tolerations",
             "reason": "Forbidden",
         },
         {
@@ -99,7 +95,6 @@ def _validations() -> list[dict[str, Any]]:
                 f"'spec.model.uri: ' + {uri} + ' is not in an allowed bucket on this cluster; "
                 "allowed locations: ' + params.data.buckets.replace(',', ', ')"
             ),
-            "fieldPath": "spec.model.uri",
             "reason": "Forbidden",
         },
     ]
@@ -130,7 +125,8 @@ def params(settings: Settings, namespace: str | None = None) -> Manifest:
 
 
 def policy() -> Manifest:
-    """The ValidatingAdmissionPolicy: one rule per allowlist, each naming its field."""
+    """The ValidatingAdmissionPolicy: one rule per allowlist, each message starting with its
+    field path (a policy's validations have no fieldPath of their own, unlike CRD rules)."""
     return {
         "apiVersion": API,
         "kind": "ValidatingAdmissionPolicy",
