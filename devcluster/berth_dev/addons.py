@@ -113,10 +113,29 @@ def operator_available() -> bool:
         return False
 
 
+def apply_admission_policy(dev: DevCluster) -> None:
+    """The tenant allowlists' ValidatingAdmissionPolicy, when BERTH_OPERATOR_TENANT_* set any."""
+    import yaml
+    from berth_operator import admission
+    from berth_operator.settings import from_env
+
+    settings = from_env()
+    if not admission.configured(settings):
+        return
+    namespace = settings.network.berth_namespace
+    dev._step(
+        f"admission: ValidatingAdmissionPolicy {admission.POLICY_NAME} (params in {namespace})"
+    )
+    dev.kubectl("create", "namespace", namespace, check=False)
+    text = yaml.safe_dump_all(admission.manifests(settings))
+    dev.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=text)
+
+
 def start_operator(dev: DevCluster) -> None:
     from .state import free_port, http_ok, read_state
 
     apply_crds(dev)
+    apply_admission_policy(dev)
     if _component_running(dev, "berth-operator"):
         return
     if not operator_available():
