@@ -127,8 +127,11 @@ def apply_admission_policy(dev: DevCluster) -> None:
         f"admission: ValidatingAdmissionPolicy {admission.POLICY_NAME} (params in {namespace})"
     )
     dev.kubectl("create", "namespace", namespace, check=False)
-    text = yaml.safe_dump_all(admission.manifests(settings))
-    dev.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=text)
+    # One object per call, params first (a batch re-apply can leave the params unfound:
+    # kubernetes/kubernetes#133827).
+    for obj in admission.manifests(settings):
+        text = yaml.safe_dump(obj)
+        dev.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=text)
 
 
 def start_operator(dev: DevCluster) -> None:
