@@ -8,7 +8,8 @@ import logging
 
 USAGE = (
     "berth operator run [--namespace NS ... | --all-namespaces] [--standalone] "
-    "[--prometheus-url URL] [--verbose]"
+    "[--prometheus-url URL] [--verbose]\n"
+    "       berth operator admission-policy   (print the tenant allowlists' policy as YAML)"
 )
 
 
@@ -39,6 +40,11 @@ def parser() -> argparse.ArgumentParser:
         help="Prometheus the autoscaler queries (else BERTH_OPERATOR_AUTOSCALING_PROMETHEUS_URL)",
     )
     run.add_argument("-v", "--verbose", action="store_true", help="log every handler run")
+    sub.add_parser(
+        "admission-policy",
+        help="print the ValidatingAdmissionPolicy, binding and params built from "
+        "BERTH_OPERATOR_TENANT_* (for kubectl apply or the Helm chart)",
+    )
     return p
 
 
@@ -55,6 +61,14 @@ def _limit_malloc_arenas(arenas: int = 2) -> None:
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
+    if args.command == "admission-policy":
+        import yaml
+
+        from berth_operator import admission
+        from berth_operator.settings import from_env
+
+        print(yaml.safe_dump_all(admission.manifests(from_env()), sort_keys=False), end="")
+        return 0
     # Imported here so that `berth --help` stays fast.
     import kopf
 

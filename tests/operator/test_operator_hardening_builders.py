@@ -317,3 +317,15 @@ def test_bucket_prefix_matching() -> None:
     assert tenancy.bucket_allowed("s3://models/a/b", ("s3://models",))
     assert not tenancy.bucket_allowed("s3://models2/a", ("s3://models",))
     assert tenancy.bucket_allowed("s3://models", ("s3://models",))
+
+
+def test_admission_policy_cli_prints_the_builder_output(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+    from berth_operator.main import main
+
+    monkeypatch.setenv("BERTH_OPERATOR_TENANT_IMAGES", "ghcr.io/berth-dev/")
+    assert main(["admission-policy"]) == 0
+    printed = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert printed == admission.manifests(with_tenant(images="ghcr.io/berth-dev/"))
