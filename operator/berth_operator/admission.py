@@ -144,6 +144,16 @@ def policy() -> Manifest:
                     }
                 ],
             },
+            # Only new specs and changed specs: metadata updates (finalizers, annotations the
+            # operator writes) of a model admitted before the lists changed must still pass,
+            # or such a model could not even be deleted. Subresources (status, scale) are
+            # not matched at all.
+            "matchConditions": [
+                {
+                    "name": "spec-is-new-or-changed",
+                    "expression": "request.operation == 'CREATE' || object.spec != oldObject.spec",
+                }
+            ],
             "validations": _validations(),
         },
     }

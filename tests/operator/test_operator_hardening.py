@@ -326,6 +326,8 @@ def test_disallowed_fields_refused_at_admission(cluster: Any, namespace: str, cr
         s.tenant, images="ghcr.io/berth-dev/", priority_classes="serving",
         toleration_keys="nvidia.com/gpu,team",
     ))  # fmt: skip
+    # A model admitted before the lists existed (the operator is not running here).
+    apply(cluster, model("legacy", runtime={"image": "evil.example/old:1"}), namespace)
     # Bound to this test's namespace only, with the parameters kept there too.
     binding_name = f"berth-test-{namespace}"[:63]
     objects = [
@@ -358,6 +360,13 @@ def test_disallowed_fields_refused_at_admission(cluster: Any, namespace: str, cr
             assert proc.returncode != 0, f"{name} was admitted"
             assert field in proc.stderr and allowed in proc.stderr, proc.stderr
             assert "ValidatingAdmissionPolicy" in proc.stderr, proc.stderr
+        # the model admitted earlier keeps working: metadata updates (finalizers,
+        # annotations) pass; a new spec is checked
+        cluster.kubectl("annotate", "md", "legacy", "-n", namespace, "example.com/x=y")
+        proc = cluster.kubectl("patch", "md", "legacy", "-n", namespace, "--type=merge",
+                               "-p", '{"spec": {"replicas": 2}}', check=False)  # fmt: skip
+        assert proc.returncode != 0 and "spec.runtime.image" in proc.stderr, proc.stderr
+        cluster.kubectl("scale", "md", "legacy", "-n", namespace, "--replicas=2")  # /scale
         # a system priority class is refused even where no list would stop it
         proc = apply(cluster, model("sys", scheduling={"priorityClassName":
                                                        "system-node-critical"}),

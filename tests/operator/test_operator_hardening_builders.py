@@ -297,6 +297,10 @@ def test_admission_params_carry_the_lists() -> None:
     }
     assert vap["spec"]["paramKind"] == {"apiVersion": "v1", "kind": "ConfigMap"}
     assert vap["spec"]["failurePolicy"] == "Fail"
+    # metadata-only updates of models admitted earlier are not checked again
+    assert vap["spec"]["matchConditions"][0]["expression"] == (
+        "request.operation == 'CREATE' || object.spec != oldObject.spec"
+    )
     assert {v["messageExpression"].split(":")[0].strip("'") for v in vap["spec"]["validations"]} == {
         "spec.runtime.image", "spec.scheduling.priorityClassName",
         "spec.scheduling.tolerations", "spec.model.uri",
