@@ -387,3 +387,51 @@ def test_disallowed_fields_refused_at_admission(cluster: Any, namespace: str, cr
         # API server unable to find ConfigMap params for any policy created later
         # (kubernetes/kubernetes#133827, seen here on 1.36).
         cluster.kubectl("delete", "validatingadmissionpolicybinding", binding_name, check=False)
+
+
+# --- the CRD's schema for these fields ------------------------------------------------
+
+S3_MODEL = {"uri": "s3://models/m.pt", "format": "torchscript"}
+
+# (spec fragment, text the API server's refusal must contain) -- why
+CRD_BAD = [
+    # credentials only make sense for an object store
+    ({"model": {"uri": "file:///m.pt", "format": "torchscript",
+                "credentials": {"secretRef": {"name": "c"}}}}, "only used with s3:// or gs://"),
+    # one way of authenticating, not two (or none)
+    ({"model": {**S3_MODEL, "credentials": {"secretRef": {"name": "c"},
+                                            "serviceAccountName": "sa"}}}, "exactly one of"),
+    ({"model": {**S3_MODEL, "credentials": {}}}, "exactly one of"),
+    # auth needs the Secret's name
+    ({"auth": {"secretRef": {}}}, "spec.auth.secretRef.name"),
+    # a namespace name, not a selector expression
+    ({"network": {"allowFrom": [{"namespace": "Team B"}]}}, "spec.network.allowFrom[0].namespace"),
+    # sizes are quantities
+    ({"resources": {"cacheSize": "lots"}}, "resources.cacheSize must be a positive"),
+    ({"resources": {"ephemeralStorage": "-1Gi"}}, "resources.ephemeralStorage must be a positive"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("spec", "text"), CRD_BAD, ids=[f"{i:02d}" for i in range(len(CRD_BAD))])
+def test_crd_refuses_bad_tenant_fields(
+    cluster: Any, namespace: str, crds: None, spec: dict[str, Any], text: str
+) -> None:
+    proc = cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-",
+                           input=yaml.safe_dump(model("bad", **spec)), check=False)  # fmt: skip
+    assert proc.returncode != 0, f"accepted: {spec}"
+    assert text in proc.stderr, proc.stderr
+
+
+def test_crd_accepts_tenant_fields_with_defaults(cluster: Any, namespace: str, crds: None) -> None:
+    spec = {
+        "model": {**S3_MODEL, "credentials": {"secretRef": {"name": "s3-creds"}}},
+        "auth": {"secretRef": {"name": "model-token"}},
+        "network": {"allowFrom": [{"namespace": "team-b"}]},
+        "resources": {"cacheSize": "100Gi", "ephemeralStorage": "120Gi"},
+    }
+    proc = cluster.kubectl("apply", "--dry-run=server", "-o", "json", "-n", namespace, "-f", "-",
+                           input=yaml.safe_dump(model("good", **spec)))  # fmt: skip
+    stored = json.loads(proc.stdout)["spec"]
+    assert stored["auth"] == {"secretRef": {"name": "model-token", "key": "token"}}
+    assert stored["model"]["credentials"] == {"secretRef": {"name": "s3-creds"}}
+    assert stored["network"] == spec["network"]
