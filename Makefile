@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # Debian packages of the dev cluster's real node (container runtime, CNI, image tools).
 NODE_PKGS := containerd runc containernetworking-plugins buildah mmdebstrap busybox-static iptables
 
-.PHONY: help venv k8s helm prometheus node-deps images up down status test test-unit test-integration test-e2e lint bench bench-quick clean
+.PHONY: help venv k8s helm s3 prometheus node-deps images up down status test test-unit test-integration test-e2e lint bench bench-quick clean
 
 help:
 	@echo "make up      start the local cluster (control plane, fake GPU nodes, real node, Prometheus, operator, examples)"
@@ -37,6 +37,9 @@ k8s:
 helm:
 	@bash hack/build-helm.sh >/dev/null
 
+s3:  # versitygw, the real S3-compatible server of the s3:// source tests
+	@bash hack/build-s3.sh >/dev/null
+
 prometheus:
 	@bash hack/install-prometheus.sh >/dev/null
 
@@ -62,13 +65,13 @@ down: venv
 status: venv
 	.venv/bin/berth dev status
 
-test: venv k8s helm prometheus node-deps
+test: venv k8s helm prometheus node-deps s3
 	.venv/bin/pytest $(PYTEST_ARGS)
 
 test-unit: venv helm
 	.venv/bin/pytest -m unit $(PYTEST_ARGS)
 
-test-integration: venv k8s helm node-deps
+test-integration: venv k8s helm node-deps s3
 	.venv/bin/pytest -m integration $(PYTEST_ARGS)
 
 test-e2e: venv k8s helm prometheus node-deps

@@ -113,6 +113,27 @@ def operator_available() -> bool:
         return False
 
 
+def apply_admission_policy(dev: DevCluster) -> None:
+    """The tenant allowlists' ValidatingAdmissionPolicy, when BERTH_OPERATOR_TENANT_* set any."""
+    import yaml
+    from berth_operator import admission
+    from berth_operator.settings import from_env
+
+    settings = from_env()
+    if not admission.configured(settings):
+        return
+    namespace = settings.network.berth_namespace
+    dev._step(
+        f"admission: ValidatingAdmissionPolicy {admission.POLICY_NAME} (params in {namespace})"
+    )
+    dev.kubectl("create", "namespace", namespace, check=False)
+    # One object per call, params first (a batch re-apply can leave the params unfound:
+    # kubernetes/kubernetes#133827).
+    for obj in admission.manifests(settings):
+        text = yaml.safe_dump(obj)
+        dev.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=text)
+
+
 IN_CLUSTER_KEY = "operatorRelease"  # state.json: the chart release of an in-cluster operator
 
 
@@ -165,6 +186,7 @@ def start_operator(dev: DevCluster, in_cluster: bool = False) -> None:
     from .state import free_port, http_ok, read_state
 
     apply_crds(dev)
+    apply_admission_policy(dev)
     if in_cluster:
         start_operator_in_cluster(dev)
         return

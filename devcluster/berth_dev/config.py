@@ -29,6 +29,8 @@ class NodePool:
     cpu: str = "32"  # allocatable CPU per node
     memory: str = "256Gi"  # allocatable memory per node
     pods: int = 110  # pods per node, the kubelet default
+    # allocatable ephemeral-storage per node: model pods request some (operator settings)
+    ephemeral_storage: str = "2Ti"
     taint_gpu: bool = True  # GPU pools carry nvidia.com/gpu=present:NoSchedule
 
     def node_names(self) -> list[str]:

@@ -14,7 +14,8 @@ from typing import Any
 
 USAGE = (
     "berth operator run [--namespace NS ... | --all-namespaces] [--leader-elect LEASE] "
-    "[--prometheus-url URL] [--verbose] | berth operator version"
+    "[--prometheus-url URL] [--verbose] | berth operator version\n"
+    "       berth operator admission-policy   (print the tenant allowlists' policy as YAML)"
 )
 
 
@@ -53,6 +54,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("-v", "--verbose", action="store_true", help="log every handler run")
     sub.add_parser("version", help="print the installed berth-operator version")
     sub.add_parser("apply-crds", help="server-side apply Berth's CRDs (the chart's upgrade hook)")
+    sub.add_parser(
+        "admission-policy",
+        help="print the ValidatingAdmissionPolicy, binding and params built from "
+        "BERTH_OPERATOR_TENANT_* (for kubectl apply or the Helm chart)",
+    )
     return p
 
 
@@ -157,6 +163,14 @@ def main(argv: list[str]) -> int:
         from berth_operator import apply_crds
 
         return apply_crds.main([])
+    if args.command == "admission-policy":
+        import yaml
+
+        from berth_operator import admission
+        from berth_operator.settings import from_env
+
+        print(yaml.safe_dump_all(admission.manifests(from_env()), sort_keys=False), end="")
+        return 0
     # Imported here so that `berth --help` stays fast.
     import kopf
 

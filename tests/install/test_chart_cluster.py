@@ -54,6 +54,7 @@ NAMESPACED = {
     "services": "get list watch create patch",
     "podmonitors.monitoring.coreos.com": "get list watch create patch",
     "poddisruptionbudgets.policy": "get list watch create patch delete",
+    "networkpolicies.networking.k8s.io": "get list watch create patch delete",
     "pods": "list watch",
     "events": "create patch",
     "events.events.k8s.io": "create patch",

@@ -101,8 +101,13 @@ def test_minimal_cpu_deployment_exact() -> None:
                             ],
                             "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}],
                             "resources": {
-                                "requests": {"cpu": "1", "memory": "2Gi"},
-                                "limits": {"memory": "2Gi"},
+                                # ephemeral storage: the 50Gi cache + 1Gi /tmp + 1Gi headroom
+                                "requests": {
+                                    "cpu": "1",
+                                    "memory": "2Gi",
+                                    "ephemeral-storage": "1Gi",
+                                },
+                                "limits": {"memory": "2Gi", "ephemeral-storage": "52Gi"},
                             },
                             "startupProbe": {
                                 "httpGet": {"path": "/v2/health/ready", **probe},
@@ -135,8 +140,8 @@ def test_minimal_cpu_deployment_exact() -> None:
                         }
                     ],
                     "volumes": [
-                        {"name": "model-cache", "emptyDir": {}},
-                        {"name": "tmp", "emptyDir": {}},
+                        {"name": "model-cache", "emptyDir": {"sizeLimit": "50Gi"}},
+                        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
                     ],
                 },
             },
@@ -211,7 +216,10 @@ def test_gpu_translation(spec: dict[str, Any], sched: dict[str, Any], resources:
     ps = pod_spec(md(**spec))
     keys = ("nodeSelector", "tolerations", "affinity", "priorityClassName")
     assert {k: ps[k] for k in keys if k in ps} == sched
-    assert ps["containers"][0]["resources"] == resources
+    got = ps["containers"][0]["resources"]
+    for part in got.values():  # ephemeral storage has its own tests (test_storage_limits)
+        part.pop("ephemeral-storage", None)
+    assert got == resources
 
 
 # (uri, BERTH_MODEL_URI, PVC claim mounted or None) -- why
@@ -277,6 +285,7 @@ def test_runtime_settings_reach_env() -> None:
         "HOME": "/tmp",
         "BERTH_FACTORY": "torchvision.models:resnet50",
         "BERTH_FACTORY_ALLOW": "torchvision",  # the operator's allowlist
+        "AWS_EC2_METADATA_DISABLED": "true",  # s3:// never uses the node's identity
     }
 
 
@@ -317,12 +326,12 @@ def test_render_errors_name_the_field(spec: dict[str, Any], field: str) -> None:
 def test_render_children_and_absent() -> None:
     # One replica: no PDB (and it must be removed if it exists); no PodMonitor without the CRD.
     one = builders.render(md(), S, podmonitor=False)
-    assert [c["kind"] for c in one.apply] == ["Deployment", "Service"]
+    assert [c["kind"] for c in one.apply] == ["Deployment", "Service", "NetworkPolicy"]
     assert one.absent == [("policy/v1", "PodDisruptionBudget", "m")]
     # Two replicas and Prometheus Operator present: all four children.
     two = builders.render(md(replicas=2), S, podmonitor=True)
     assert [c["kind"] for c in two.apply] == [
-        "Deployment", "Service", "PodDisruptionBudget", "PodMonitor",
+        "Deployment", "Service", "NetworkPolicy", "PodDisruptionBudget", "PodMonitor",
     ]  # fmt: skip
     assert two.absent == []
     for child in two.apply:
