@@ -141,6 +141,7 @@ def start_operator(dev: DevCluster) -> None:
         env={
             "KUBECONFIG": str(dev.paths.kubeconfig),
             "BERTH_OPERATOR_AUTOSCALING_PROMETHEUS_URL": prometheus_url,
+            "BERTH_OPERATOR_GATEWAY_URL": (state.get("urls") or {}).get("berth-gateway", ""),
         },
     )
     url = read_state(dev.paths)["urls"]["berth-operator"]
@@ -179,6 +180,9 @@ def start(dev: DevCluster, addons: Addons) -> None:
     if addons.prometheus:
         start_prometheus(dev)
     if addons.operator:
+        from .gateway import start_gateway
+
+        start_gateway(dev)  # first: the operator is given its address (status.url)
         start_operator(dev)
     if addons.examples:
         from .examples import deploy_examples

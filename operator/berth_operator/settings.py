@@ -96,11 +96,21 @@ class AutoscalingSettings:
 
 
 @dataclass(frozen=True)
+class GatewaySettings:
+    """Where the Berth gateway (`berth-runtime gateway`) is reached."""
+
+    # Base URL of the gateway, e.g. http://berth-gateway.berth-system.svc.cluster.local;
+    # status.url is then <url>/ns/<namespace>. Empty: no gateway, status.url is the Service.
+    url: str = ""
+
+
+@dataclass(frozen=True)
 class Settings:
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
     kube: KubeSettings = field(default_factory=KubeSettings)
     reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
     autoscaling: AutoscalingSettings = field(default_factory=AutoscalingSettings)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
 
 
 def _convert(raw: str, default: object, key: str) -> object:

@@ -122,6 +122,8 @@ def test_minimal_cpu_deployment_exact() -> None:
                                 "timeoutSeconds": 5,
                                 "failureThreshold": 3,
                             },
+                            # endpoints leave routing before the drain starts
+                            "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
                             "securityContext": {
                                 "allowPrivilegeEscalation": False,
                                 "readOnlyRootFilesystem": True,
