@@ -9,7 +9,8 @@
 | `metrics.py` | metrics | `berth_gateway_*` series per model |
 | `discovery.py` | client | list + watch ModelDeployments and EndpointSlices (lightkube) |
 | `wake.py` | client | patch `/scale` from zero, post the `WokenByGateway` Event |
-| `proxy.py` | engine | the raw ASGI app: route, hold, forward (httpx, pooled), relay the stream |
+| `upstream.py` | client | lean HTTP/1.1 client: keep-alive pool per endpoint, streamed bodies, "was it sent?" |
+| `proxy.py` | engine | the raw ASGI app: route, hold, forward, relay the stream |
 | `server.py`, `cli.py` | entry | uvicorn + discovery in one event loop; flags |
 
 Nothing runs at import time.

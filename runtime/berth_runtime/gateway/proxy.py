@@ -1,7 +1,7 @@
 """The gateway's ASGI app: route by model name, balance, hold at zero, stream both ways.
 
-Raw ASGI (no framework routing per request) with one pooled httpx client: keep-alive
-connections to every endpoint are reused. Request bodies stream to the model, except
+Raw ASGI (no framework routing per request) with a lean pooled HTTP/1.1 client
+(`upstream.py`): keep-alive connections to every endpoint are reused. Request bodies stream to the model, except
 where the gateway must read them whole: the OpenAI routes (the model is named inside the
 JSON) and held requests (they wait in memory, within the hold caps). Responses always
 stream, chunk by chunk (server-sent events included).
@@ -23,7 +23,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
-import httpx
 import orjson
 from prometheus_client import generate_latest
 
@@ -36,7 +35,7 @@ from berth_runtime.errors import (
     PayloadTooLarge,
     error_body,
 )
-from berth_runtime.gateway import paths, routing
+from berth_runtime.gateway import paths, routing, upstream
 from berth_runtime.gateway.holding import Hold, Holds, Overflow
 from berth_runtime.gateway.metrics import GatewayMetrics, ModelKey
 from berth_runtime.gateway.settings import GatewaySettings
@@ -62,6 +61,8 @@ HOP_BY_HOP = frozenset(
         b"host",
     }
 )
+# the gateway's own server writes Date: the model's is dropped (one Date per response)
+RESPONSE_DROP = HOP_BY_HOP | {b"date"}
 COLD_HEADER = b"berth-cold-start"
 REWAKE_AFTER = 10.0  # seconds: a model still at zero with requests held is woken again
 
@@ -102,21 +103,14 @@ class Gateway:
         self.holds = Holds(settings.hold_max_requests, settings.hold_max_bytes)
         self.rng = random.Random()
         self._tasks: set[asyncio.Task[Any]] = set()
-        read = settings.read_timeout or None
-        self.http = httpx.AsyncClient(
-            timeout=httpx.Timeout(connect=settings.connect_timeout, read=read, write=60, pool=None),
-            limits=httpx.Limits(
-                max_connections=None,
-                max_keepalive_connections=settings.keepalive_per_endpoint * 64,
-                keepalive_expiry=30,
-            ),
-            follow_redirects=False,
+        self.pool = upstream.Pool(
+            settings.connect_timeout, settings.read_timeout, settings.keepalive_per_endpoint
         )
 
     async def aclose(self) -> None:
         for t in list(self._tasks):
             t.cancel()
-        await self.http.aclose()
+        self.pool.close()
 
     # -- the table ----------------------------------------------------------------------
     def set_table(self, table: routing.Table) -> None:
@@ -314,26 +308,25 @@ class Gateway:
                 content: bytes | AsyncIterator[bytes] = (
                     body if body is not None else _stream_body(receive, started)
                 )
-                request = self.http.build_request(
-                    scope["method"], f"http://{ep.address}{path}", headers=headers, content=content
-                )
                 self.inflight[ep.address] = self.inflight.get(ep.address, 0) + 1
                 try:
                     try:
-                        response = await self.http.send(request, stream=True)
-                    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.WriteError) as exc:
+                        response = await self.pool.request(
+                            ep.address, scope["method"], path, headers, content
+                        )
+                    except (upstream.ConnectFailed, upstream.NotSent) as exc:
                         replayable = body is not None or not started[0]
                         if len(tried) < 2 and replayable:
-                            log.info("%s: %r; retrying on another endpoint", ep.address, exc)
+                            log.info("%s: %s; retrying on another endpoint", ep.address, exc)
                             continue
-                        raise UpstreamFailed(f"endpoint {ep.address}: {exc!r}") from None
-                    except httpx.HTTPError as exc:
-                        raise UpstreamFailed(f"endpoint {ep.address}: {exc!r}") from None
+                        raise UpstreamFailed(f"endpoint {ep.address}: {exc}") from None
+                    except upstream.UpstreamError as exc:
+                        raise UpstreamFailed(f"endpoint {ep.address}: {exc}") from None
                     try:
                         await self._relay(response, send, waited)
                     finally:
-                        await response.aclose()
-                    return response.status_code
+                        response.release()
+                    return response.status
                 finally:
                     self.inflight[ep.address] -= 1
                     if not self.inflight[ep.address]:
@@ -344,19 +337,18 @@ class Gateway:
         finally:
             self.metrics.add(self.metrics.in_flight, key, -1)
 
-    async def _relay(self, response: httpx.Response, send: Send, waited: float | None) -> None:
-        out = [(k, v) for k, v in response.headers.raw if k.lower() not in HOP_BY_HOP]
+    async def _relay(self, response: upstream.Response, send: Send, waited: float | None) -> None:
+        out = [(k, v) for k, v in response.headers if k.lower() not in RESPONSE_DROP]
         if waited is not None:
             out.append((COLD_HEADER, f"{waited:.3f}".encode()))
-        await send({"type": "http.response.start", "status": response.status_code,
+        await send({"type": "http.response.start", "status": response.status,
                     "headers": out})  # fmt: skip
         try:
-            async for chunk in response.aiter_raw():
-                if chunk:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except httpx.HTTPError as exc:
+            async for chunk in response.body():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except upstream.UpstreamError as exc:
             # the status line is sent: end the response; the client sees a short body
-            log.warning("response from upstream broke: %r", exc)
+            log.warning("response from upstream broke: %s", exc)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     # -- bodies and replies -------------------------------------------------------------
