@@ -221,3 +221,26 @@ def test_pick_spreads_ties_and_uses_two_choices_above_n() -> None:
     picks = [routing.pick(many, load, two_choices_above=8, rng=rng) for _ in range(2000)]
     assert all(p is not None for p in picks)
     assert Counter(p.address for p in picks if p)[many[-1].address] == 0  # the worst never wins
+
+
+@pytest.mark.parametrize(
+    ("spec", "want"),
+    [
+        # two routes, each with its one endpoint, in namespace default
+        (
+            "a=127.0.0.1:9001, b=10.0.0.2:80",
+            {("default", "a"): ("127.0.0.1:9001",), ("default", "b"): ("10.0.0.2:80",)},
+        ),
+        # empty entries are ignored
+        ("a=h:1,,", {("default", "a"): ("h:1",)}),
+    ],
+)
+def test_static_table(spec: str, want: dict[tuple[str, str], tuple[str, ...]]) -> None:
+    table = routing.static_table(spec)
+    assert {k: tuple(e.address for e in r.endpoints) for k, r in table.routes.items()} == want
+
+
+@pytest.mark.parametrize("spec", ["a", "a=host", "=h:1", "a=h:port"])
+def test_static_table_refuses_malformed_routes(spec: str) -> None:
+    with pytest.raises(ValueError, match="expected name=host:port"):
+        routing.static_table(spec)

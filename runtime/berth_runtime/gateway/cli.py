@@ -24,6 +24,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--hold-seconds", type=float, help="hold deadline (default 60)")
     p.add_argument("--hold-max-requests", type=int, help="held requests per model (1000)")
     p.add_argument("--hold-max-bytes", type=int, help="held body bytes per model (64 MiB)")
+    p.add_argument("--static", help="name=host:port,... routes without Kubernetes")
     p.add_argument("--log-level", help="debug, info, warning")
     return p
 
@@ -35,6 +36,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GatewaySettingsError as exc:
         print(f"berth-runtime gateway: {exc}", file=sys.stderr)
         return 2
+    if settings.static:
+        from berth_runtime.gateway.routing import static_table
+
+        try:
+            static_table(settings.static)
+        except ValueError as exc:
+            print(f"berth-runtime gateway: --static: {exc}", file=sys.stderr)
+            return 2
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -164,6 +164,23 @@ def build_table(models: Iterable[ModelInfo], slices: Iterable[SliceInfo]) -> Tab
     return Table(routes=routes)
 
 
+def static_table(spec: str, namespace: str = "default") -> Table:
+    """ "name=host:port,name2=host:port" -> a table (one endpoint each, always ready)."""
+    models, slices = [], []
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        name, sep, address = part.partition("=")
+        host, colon, port = address.rpartition(":")
+        if not (sep and colon and name and host and port.isdigit()):
+            raise ValueError(f"static route {part!r}: expected name=host:port")
+        models.append(ModelInfo(namespace, name, name))
+        slices.append(
+            SliceInfo(namespace, name, int(port), (SliceEndpoint(host.strip("[]"), True),))
+        )
+    return build_table(models, slices)
+
+
 @dataclass(frozen=True)
 class Found:
     route: Route

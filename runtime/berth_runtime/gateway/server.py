@@ -15,16 +15,22 @@ log = logging.getLogger("berth.gateway")
 async def run(settings: GatewaySettings) -> None:
     from lightkube import AsyncClient
 
+    from berth_runtime.gateway import routing
     from berth_runtime.gateway.discovery import Discovery
     from berth_runtime.gateway.proxy import Gateway
     from berth_runtime.gateway.wake import Waker
 
-    kube = AsyncClient(field_manager="berth-gateway")
-    waker = Waker(kube)
-    gateway = Gateway(settings, wake=waker.wake)
-    discovery = Discovery(kube, settings.namespace_list(), gateway.set_table)
-    gateway.is_ready = discovery.ready.is_set
-    discovery.start()
+    kube: AsyncClient | None = None
+    discovery: Discovery | None = None
+    if settings.static:  # no Kubernetes: fixed routes (checked by the CLI)
+        gateway = Gateway(settings)
+        gateway.set_table(routing.static_table(settings.static))
+    else:
+        kube = AsyncClient(field_manager="berth-gateway")
+        gateway = Gateway(settings, wake=Waker(kube).wake)
+        discovery = Discovery(kube, settings.namespace_list(), gateway.set_table)
+        gateway.is_ready = discovery.ready.is_set
+        discovery.start()
     config = uvicorn.Config(
         gateway,
         host=settings.host,
@@ -41,14 +47,18 @@ async def run(settings: GatewaySettings) -> None:
     server = uvicorn.Server(config)
     log.info(
         "gateway on %s:%d, watching %s, unprefixed paths resolve in %r",
-        settings.host, settings.port, settings.namespaces or "every namespace",
+        settings.host, settings.port,
+        f"static routes {settings.static}" if settings.static
+        else settings.namespaces or "every namespace",
         settings.default_namespace,
     )  # fmt: skip
     try:
         await server.serve()
     finally:
-        await discovery.stop()
-        await kube.close()
+        if discovery is not None:
+            await discovery.stop()
+        if kube is not None:
+            await kube.close()
 
 
 def serve(settings: GatewaySettings) -> int:

@@ -44,6 +44,10 @@ class GatewaySettings:
     retry_after_seconds: int = 5
     # Whether the first held request patches the model's /scale (off: hold only).
     wake: bool = True
+    # Static routes without Kubernetes, "name=host:port,name2=host:port" (namespace
+    # `default`, always ready; no discovery, no wake-up): a gateway in front of
+    # `berth-runtime serve` processes, and the benchmark's setup. Empty: discovery.
+    static: str = ""
     # Log level.
     log_level: str = "info"
 
