@@ -231,6 +231,8 @@ def test_pick_spreads_ties_and_uses_two_choices_above_n() -> None:
             "a=127.0.0.1:9001, b=10.0.0.2:80",
             {("default", "a"): ("127.0.0.1:9001",), ("default", "b"): ("10.0.0.2:80",)},
         ),
+        # a name given twice: two endpoints of one model
+        ("a=h:1,a=h:2", {("default", "a"): ("h:1", "h:2")}),
         # empty entries are ignored
         ("a=h:1,,", {("default", "a"): ("h:1",)}),
     ],

@@ -115,6 +115,7 @@ class Gateway:
     # -- the table ----------------------------------------------------------------------
     def set_table(self, table: routing.Table) -> None:
         self.table = table
+        self.pool.retain({e.address for r in table.routes.values() for e in r.endpoints})
         for hold in self.holds.update(table):
             if hold.woke_at is not None and time.monotonic() - hold.woke_at >= REWAKE_AFTER:
                 route = next(
@@ -284,6 +285,14 @@ class Gateway:
         waited: float | None,
         key: ModelKey,
     ) -> int:
+        first: dict[str, Any] = {}
+        if body is None:
+            # most bodies arrive in one message: then they are bytes (one write, replayable)
+            first = await receive()
+            if first["type"] == "http.disconnect":
+                raise ClientGone()
+            if not first.get("more_body", False):
+                body = first.get("body", b"")
         headers = [(k, v) for k, v in scope["headers"] if k not in HOP_BY_HOP]
         if body is not None:
             headers = [(k, v) for k, v in headers if k != b"content-length"]
@@ -306,7 +315,7 @@ class Gateway:
                     )
                 tried.add(ep.address)
                 content: bytes | AsyncIterator[bytes] = (
-                    body if body is not None else _stream_body(receive, started)
+                    body if body is not None else _stream_body(first, receive, started)
                 )
                 self.inflight[ep.address] = self.inflight.get(ep.address, 0) + 1
                 try:
@@ -401,10 +410,12 @@ def _upstream_path(scope: Scope, target: paths.Target) -> str:
     return (raw + b"?" + query).decode("latin-1") if query else raw.decode("latin-1")
 
 
-async def _stream_body(receive: Receive, started: list[bool]) -> AsyncIterator[bytes]:
+async def _stream_body(
+    first: dict[str, Any], receive: Receive, started: list[bool]
+) -> AsyncIterator[bytes]:
     started[0] = True
+    message = first
     while True:
-        message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientGone()
         chunk = message.get("body", b"")
@@ -412,6 +423,7 @@ async def _stream_body(receive: Receive, started: list[bool]) -> AsyncIterator[b
             yield chunk
         if not message.get("more_body", False):
             return
+        message = await receive()
 
 
 async def _wait_or_disconnect(event: asyncio.Event, receive: Receive, timeout: float) -> None:

@@ -165,8 +165,10 @@ def build_table(models: Iterable[ModelInfo], slices: Iterable[SliceInfo]) -> Tab
 
 
 def static_table(spec: str, namespace: str = "default") -> Table:
-    """ "name=host:port,name2=host:port" -> a table (one endpoint each, always ready)."""
-    models, slices = [], []
+    """ "name=host:port,name2=host:port" -> a table (always ready; a name given several
+    times gets several endpoints)."""
+    models: dict[str, ModelInfo] = {}
+    slices = []
     for part in (p.strip() for p in spec.split(",")):
         if not part:
             continue
@@ -174,11 +176,11 @@ def static_table(spec: str, namespace: str = "default") -> Table:
         host, colon, port = address.rpartition(":")
         if not (sep and colon and name and host and port.isdigit()):
             raise ValueError(f"static route {part!r}: expected name=host:port")
-        models.append(ModelInfo(namespace, name, name))
+        models.setdefault(name, ModelInfo(namespace, name, name))
         slices.append(
             SliceInfo(namespace, name, int(port), (SliceEndpoint(host.strip("[]"), True),))
         )
-    return build_table(models, slices)
+    return build_table(models.values(), slices)
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ class _Conn(asyncio.Protocol):
         self.chunks: collections.deque[bytes] = collections.deque()
         self.more: asyncio.Future[None] | None = None
         self.complete = False
+        self.keep_alive = False
         self.error: BaseException | None = None
         self.got_bytes = False
         self.paused_reading = False
@@ -100,6 +101,7 @@ class _Conn(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
+        self.keep_alive = self.parser.should_keep_alive()  # (the parser forgets it later)
         if not self.head.done():
             self.head.set_result(None)
 
@@ -183,7 +185,7 @@ class Response:
             conn.complete
             and not self.head_only
             and not conn.closed
-            and conn.parser.should_keep_alive()
+            and conn.keep_alive
             and conn.error is None
         )
         idle = self.pool.idle.setdefault(self.address, [])
@@ -273,6 +275,12 @@ class Pool:
             if timer is not None:
                 timer.cancel()
         return Response(self, address, conn, head_only=method == "HEAD")
+
+    def retain(self, addresses: set[str]) -> None:
+        """Close idle connections to endpoints no longer routed to."""
+        for address in [a for a in self.idle if a not in addresses]:
+            for conn in self.idle.pop(address):
+                conn.close()
 
     def close(self) -> None:
         for conns in self.idle.values():
