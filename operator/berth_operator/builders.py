@@ -327,7 +327,8 @@ def deployment(md: Mapping[str, Any], settings: Settings) -> Manifest:
         "env": _env(md, source, settings),
         "ports": [{"name": "http", "containerPort": rt.port, "protocol": "TCP"}],
         "resources": resources,
-        "startupProbe": _probe(READY_PATH, 10, max(1, rt.startup_seconds // 10)),
+        # every second while starting: a cold start (scale from zero) waits for this probe
+        "startupProbe": _probe(READY_PATH, 1, max(1, rt.startup_seconds)),
         "readinessProbe": _probe(READY_PATH, 5, 3),
         "livenessProbe": _probe(LIVE_PATH, 10, 3, timeout=5),
         # a leaving pod keeps serving while the gateway and kube-proxy drop its endpoint

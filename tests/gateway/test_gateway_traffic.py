@@ -36,6 +36,36 @@ def replicas(c: Any, ns: str, name: str) -> int:
     return int(((kget(c, "md", name, ns) or {}).get("spec") or {}).get("replicas", -1))
 
 
+def timeline(pod: dict[str, Any]) -> str:
+    """Seconds from the pod's creation to scheduled, container started and Ready."""
+    import datetime as dt
+
+    def t(x: str) -> float:
+        return dt.datetime.fromisoformat(x.replace("Z", "+00:00")).timestamp()
+
+    st = pod["status"]
+    born = t(pod["metadata"]["creationTimestamp"])
+    conds = {c["type"]: t(c["lastTransitionTime"]) for c in st.get("conditions") or []}
+    started = t(st["containerStatuses"][0]["state"]["running"]["startedAt"])
+    return (f"scheduled +{conds.get('PodScheduled', born) - born:.0f} s, container started "
+            f"+{started - born:.0f} s, Ready +{conds.get('Ready', born) - born:.0f} s")  # fmt: skip
+
+
+def _t(x: str) -> float:
+    import datetime as dt
+
+    return dt.datetime.fromisoformat(x.replace("Z", "+00:00")).timestamp()
+
+
+def created(pod: dict[str, Any]) -> float:
+    return _t(pod["metadata"]["creationTimestamp"])
+
+
+def ready_at(pod: dict[str, Any]) -> float:
+    return next(_t(c["lastTransitionTime"]) for c in pod["status"]["conditions"]
+                if c["type"] == "Ready")  # fmt: skip
+
+
 def test_scale_from_zero_holds_20_concurrent_requests(
     gateway_stack: Any, gateway_url: str, namespace: str
 ) -> None:
@@ -63,7 +93,7 @@ def test_scale_from_zero_holds_20_concurrent_requests(
                     client.post(url, content=CNN_BODY, headers={"content-type": "application/json"})
                     for _ in range(20)))  # fmt: skip
 
-        t0 = time.monotonic()
+        t0, wall0 = time.monotonic(), time.time()
         answers = asyncio.run(burst())
         took = time.monotonic() - t0
         assert [r.status_code for r in answers] == [200] * 20, [r.text for r in answers]
@@ -82,7 +112,9 @@ def test_scale_from_zero_holds_20_concurrent_requests(
                     if line.startswith("berth_model_load_seconds"))  # fmt: skip
         print(
             f"\ncold start: 20 requests answered after {took:.1f} s (held up to "
-            f"{max(waits):.1f} s); the model's own load {load:.1f} s"
+            f"{max(waits):.1f} s); the model's own load {load:.1f} s; pod {timeline(pod)}; "
+            f"first request -> pod created {created(pod) - wall0:.1f} s, pod Ready -> "
+            f"answered {wall0 + took - ready_at(pod):.1f} s (1 s resolution)"
         )
         # idle (no request reaches the gateway): the autoscaler takes it back to zero
         wait_for(lambda: replicas(c, ns, "cnn") == 0, 120, "back to zero once idle")

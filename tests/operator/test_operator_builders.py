@@ -106,9 +106,9 @@ def test_minimal_cpu_deployment_exact() -> None:
                             },
                             "startupProbe": {
                                 "httpGet": {"path": "/v2/health/ready", **probe},
-                                "periodSeconds": 10,
+                                "periodSeconds": 1,
                                 "timeoutSeconds": 2,
-                                "failureThreshold": 90,
+                                "failureThreshold": 900,
                             },
                             "readinessProbe": {
                                 "httpGet": {"path": "/v2/health/ready", **probe},
