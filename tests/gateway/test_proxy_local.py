@@ -58,8 +58,9 @@ def stack() -> Iterator[tuple[str, list[str]]]:
         wait_http(f"{base}/healthz")
         yield base, [f"127.0.0.1:{p}" for p in ups]
     finally:
-        for proc in procs:
-            proc.terminate()
+        for proc in procs[:-1]:
+            proc.kill()  # the test app (its abandoned streams would sleep on)
+        procs[-1].terminate()  # the gateway drains
         for proc in procs:
             proc.wait(timeout=10)
 
@@ -104,6 +105,25 @@ def test_server_sent_events_stream_through(stack: tuple[str, list[str]]) -> None
     # each event arrives when the model sends it (0, 0.5, 1.0 s), not all at the end
     assert arrived[0][0] < 0.45, arrived
     assert arrived[-1][0] >= 0.9, arrived
+
+
+def test_a_stream_stops_when_its_client_leaves(stack: tuple[str, list[str]]) -> None:
+    base, _ = stack
+    # 20 events, 0.5 s apart (10 s): read the first, leave
+    with httpx.stream("GET", f"{base}/v2/models/m/sse?n=20", timeout=10) as r:
+        next(r.iter_raw())
+    t0 = time.monotonic()
+    labels = 'model="m",modeldeployment="m",namespace="default"'
+
+    def in_flight() -> float:
+        text = httpx.get(f"{base}/metrics").text
+        line = next(x for x in text.splitlines()
+                    if x.startswith(f"berth_gateway_requests_in_flight{{{labels}}}"))  # fmt: skip
+        return float(line.rsplit(" ", 1)[1])
+
+    while in_flight() > 0:
+        assert time.monotonic() - t0 < 3, "the stream went on after its client left"
+        time.sleep(0.05)
 
 
 def test_least_outstanding_spreads_concurrent_slow_requests(

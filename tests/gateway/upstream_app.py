@@ -28,7 +28,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["path"].endswith("/sse"):
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/event-stream")]})  # fmt: skip
-        for i in range(3):
+        n = int(dict(x.split("=") for x in scope["query_string"].decode().split("&") if x)
+                .get("n", 3))  # fmt: skip
+        for i in range(n):
             await send({"type": "http.response.body", "body": f"data: {i}\n\n".encode(),
                         "more_body": True})  # fmt: skip
             await asyncio.sleep(0.5)

@@ -332,7 +332,7 @@ class Gateway:
                     except upstream.UpstreamError as exc:
                         raise UpstreamFailed(f"endpoint {ep.address}: {exc}") from None
                     try:
-                        await self._relay(response, send, waited)
+                        await self._relay(response, receive, send, waited)
                     finally:
                         response.release()
                     return response.status
@@ -346,18 +346,28 @@ class Gateway:
         finally:
             self.metrics.add(self.metrics.in_flight, key, -1)
 
-    async def _relay(self, response: upstream.Response, send: Send, waited: float | None) -> None:
+    async def _relay(
+        self, response: upstream.Response, receive: Receive, send: Send, waited: float | None
+    ) -> None:
         out = [(k, v) for k, v in response.headers if k.lower() not in RESPONSE_DROP]
         if waited is not None:
             out.append((COLD_HEADER, f"{waited:.3f}".encode()))
         await send({"type": "http.response.start", "status": response.status,
                     "headers": out})  # fmt: skip
+        # a stream (no length: SSE, a long generation) stops when its client leaves, so the
+        # model stops working for nobody (the server's send() just drops data after that)
+        watch = None
+        if not any(k.lower() == b"content-length" for k, _ in response.headers):
+            watch = asyncio.ensure_future(_close_on_disconnect(receive, response))
         try:
             async for chunk in response.body():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except upstream.UpstreamError as exc:
             # the status line is sent: end the response; the client sees a short body
-            log.warning("response from upstream broke: %s", exc)
+            log.info("response stream ended early: %s", exc)
+        finally:
+            if watch is not None:
+                watch.cancel()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     # -- bodies and replies -------------------------------------------------------------
@@ -446,6 +456,11 @@ async def _wait_or_disconnect(event: asyncio.Event, receive: Receive, timeout: f
     if gone in done:
         raise ClientGone()
     raise TimeoutError()
+
+
+async def _close_on_disconnect(receive: Receive, response: upstream.Response) -> None:
+    await _disconnected(receive)
+    response.conn.close()
 
 
 async def _disconnected(receive: Receive) -> None:
