@@ -5,6 +5,7 @@ requests across endpoints, and its metrics."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -49,8 +50,9 @@ def stack() -> Iterator[tuple[str, list[str]]]:
              for p in ups]  # fmt: skip
     gw_port = free_port()
     routes = ",".join([f"m=127.0.0.1:{dead}", *(f"m=127.0.0.1:{p}" for p in ups)])
+    env = {**os.environ, "BERTH_GATEWAY_MAX_BODY_BYTES": str(1024 * 1024)}
     procs.append(subprocess.Popen([RUNTIME, "gateway", "--port", str(gw_port), "--static", routes,
-                                   "--log-level", "warning"]))  # fmt: skip
+                                   "--log-level", "warning"], env=env))  # fmt: skip
     try:
         for p in ups:
             wait_http(f"http://127.0.0.1:{p}/")
@@ -85,6 +87,11 @@ def test_refused_endpoint_is_retried_and_headers_and_bodies_pass(
         # OpenAI: the model named in the body
         r = client.post(f"{base}/v1/embeddings", json={"model": "m", "input": "hi"})
         assert r.status_code == 200 and r.json()["path"] == "/v1/embeddings"
+        # a body the gateway must read whole (the model is inside it) is bounded: 413, and
+        # a streamed one is not (the 3 MiB above went through with a 1 MiB limit)
+        big = b'{"model": "m", "input": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+        r = client.post(f"{base}/v1/embeddings", content=big)
+        assert r.status_code == 413 and "exceeds" in r.json()["error"]["message"], r.text
     text = httpx.get(f"{base}/metrics").text
     assert (
         'berth_gateway_requests_total{code="200",model="m",modeldeployment="m",namespace="default"} 32.0'
