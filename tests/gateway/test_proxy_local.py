@@ -110,8 +110,7 @@ def test_server_sent_events_stream_through(stack: tuple[str, list[str]]) -> None
             arrived.append((time.monotonic() - t0, chunk))
     assert b"".join(c for _, c in arrived) == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
     # each event arrives when the model sends it (0, 0.5, 1.0 s), not all at the end
-    assert arrived[0][0] < 0.45, arrived
-    assert arrived[-1][0] >= 0.9, arrived
+    assert len(arrived) >= 2 and arrived[-1][0] - arrived[0][0] >= 0.8, arrived
 
 
 def test_a_stream_stops_when_its_client_leaves(stack: tuple[str, list[str]]) -> None:
