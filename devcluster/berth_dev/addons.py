@@ -155,7 +155,13 @@ def start_operator_in_cluster(dev: DevCluster) -> None:
         f"(in-cluster on {NODE_NAME}; Prometheus {prom_for_pods or 'none'})"
     )
     try:
-        seconds = chart.install(dev.paths.kubeconfig, chart.local_values(prom_for_pods))
+        values = chart.local_values(prom_for_pods)
+        gateway_url = (state.get("urls") or {}).get("berth-gateway", "")
+        if gateway_url:  # status.url: the address users reach models at (the host gateway)
+            values["operator"]["extraEnv"] = [
+                {"name": "BERTH_OPERATOR_GATEWAY_URL", "value": gateway_url}
+            ]
+        seconds = chart.install(dev.paths.kubeconfig, values)
     except chart.ChartError as err:
         raise DevClusterError(
             f"operator: {err}; read `kubectl -n {chart.NAMESPACE} describe pods`"
@@ -216,6 +222,7 @@ def start_operator(dev: DevCluster, in_cluster: bool = False) -> None:
         env={
             "KUBECONFIG": str(dev.paths.kubeconfig),
             "BERTH_OPERATOR_AUTOSCALING_PROMETHEUS_URL": prometheus_url,
+            "BERTH_OPERATOR_GATEWAY_URL": (state.get("urls") or {}).get("berth-gateway", ""),
         },
     )
     url = read_state(dev.paths)["urls"]["berth-operator"]
@@ -254,6 +261,9 @@ def start(dev: DevCluster, addons: Addons) -> None:
     if addons.prometheus:
         start_prometheus(dev)
     if addons.operator:
+        from .gateway import start_gateway
+
+        start_gateway(dev)  # first: the operator is given its address (status.url)
         start_operator(dev, in_cluster=addons.operator_in_cluster and addons.node)
     if addons.examples:
         from .examples import deploy_examples

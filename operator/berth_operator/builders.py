@@ -371,6 +371,9 @@ def _scheduling(spec: Mapping[str, Any], gpus: int) -> dict[str, Any]:
     return out
 
 
+PRESTOP_SECONDS = 5  # seconds a leaving pod serves on (the gateway stops routing to it first)
+
+
 def _probe(path: str, period: int, failures: int, timeout: int = 2) -> dict[str, Any]:
     return {
         "httpGet": {"path": path, "port": "http"},
@@ -441,9 +444,13 @@ def deployment(md: Mapping[str, Any], settings: Settings) -> Manifest:
         "env": _env(md, source, settings),
         "ports": [{"name": "http", "containerPort": rt.port, "protocol": "TCP"}],
         "resources": resources,
-        "startupProbe": _probe(READY_PATH, 10, max(1, rt.startup_seconds // 10)),
+        # every second while starting: a cold start (scale from zero) waits for this probe
+        "startupProbe": _probe(READY_PATH, 1, max(1, rt.startup_seconds)),
         "readinessProbe": _probe(READY_PATH, 5, 3),
         "livenessProbe": _probe(LIVE_PATH, 10, 3, timeout=5),
+        # a leaving pod keeps serving while the gateway and kube-proxy drop its endpoint
+        # (EndpointSlice: terminating); only then SIGTERM starts the runtime's drain
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}},
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,

@@ -146,6 +146,15 @@ class TenantSettings:
 
 
 @dataclass(frozen=True)
+class GatewaySettings:
+    """Where the Berth gateway (`berth-runtime gateway`) is reached."""
+
+    # Base URL of the gateway, e.g. http://berth-gateway.berth-system.svc.cluster.local;
+    # status.url is then <url>/ns/<namespace>. Empty: no gateway, status.url is the Service.
+    url: str = ""
+
+
+@dataclass(frozen=True)
 class Settings:
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
     kube: KubeSettings = field(default_factory=KubeSettings)
@@ -153,6 +162,7 @@ class Settings:
     autoscaling: AutoscalingSettings = field(default_factory=AutoscalingSettings)
     network: NetworkSettings = field(default_factory=NetworkSettings)
     tenant: TenantSettings = field(default_factory=TenantSettings)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
 
 
 def split_list(raw: str) -> tuple[str, ...]:

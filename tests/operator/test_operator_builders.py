@@ -111,9 +111,9 @@ def test_minimal_cpu_deployment_exact() -> None:
                             },
                             "startupProbe": {
                                 "httpGet": {"path": "/v2/health/ready", **probe},
-                                "periodSeconds": 10,
+                                "periodSeconds": 1,
                                 "timeoutSeconds": 2,
-                                "failureThreshold": 90,
+                                "failureThreshold": 900,
                             },
                             "readinessProbe": {
                                 "httpGet": {"path": "/v2/health/ready", **probe},
@@ -127,6 +127,8 @@ def test_minimal_cpu_deployment_exact() -> None:
                                 "timeoutSeconds": 5,
                                 "failureThreshold": 3,
                             },
+                            # endpoints leave routing before the drain starts
+                            "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
                             "securityContext": {
                                 "allowPrivilegeEscalation": False,
                                 "readOnlyRootFilesystem": True,
