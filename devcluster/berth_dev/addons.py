@@ -172,19 +172,31 @@ def start_operator_in_cluster(dev: DevCluster) -> None:
     dev._step(f"operator: installed with the chart in {seconds:.0f}s")
 
 
+def in_cluster_operator_replicas(dev: DevCluster) -> int:
+    """Replicas of the dev cluster's own chart-installed operator (0 when absent). Read from
+    the API, not state.json: etcd outlives `down`, so a later `up` brings it back."""
+    from . import chart
+
+    proc = dev.kubectl("-n", chart.NAMESPACE, "get", f"deployment/{chart.RELEASE}-operator",
+                       "-o", "jsonpath={.spec.replicas}", check=False)  # fmt: skip
+    text = proc.stdout.strip()
+    return int(text) if proc.returncode == 0 and text.isdigit() else 0
+
+
 def stop_operator_in_cluster(dev: DevCluster) -> bool:
     """Scale the in-cluster operator to zero (a test that runs its own operator); whether it ran."""
+    from . import chart
     from .state import read_state, write_state
 
     state = read_state(dev.paths)
-    info = state.pop(IN_CLUSTER_KEY, None)
-    if not info:
+    if state.pop(IN_CLUSTER_KEY, None) is not None:
+        write_state(dev.paths, state)
+    if not in_cluster_operator_replicas(dev):
         return False
-    dev.kubectl("-n", info["namespace"], "scale", f"deployment/{info['release']}-operator",
+    dev.kubectl("-n", chart.NAMESPACE, "scale", f"deployment/{chart.RELEASE}-operator",
                 "--replicas=0", check=False)  # fmt: skip
-    dev.kubectl("-n", info["namespace"], "wait", "--for=delete", "pod", "--timeout=60s",
+    dev.kubectl("-n", chart.NAMESPACE, "wait", "--for=delete", "pod", "--timeout=60s",
                 "-l", "app.kubernetes.io/component=operator", check=False)  # fmt: skip
-    write_state(dev.paths, state)
     return True
 
 
@@ -198,8 +210,7 @@ def start_operator(dev: DevCluster, in_cluster: bool = False) -> None:
         return
     if _component_running(dev, "berth-operator"):
         return
-    if read_state(dev.paths).get(IN_CLUSTER_KEY):
-        stop_operator_in_cluster(dev)  # never two operators: the process replaces it
+    stop_operator_in_cluster(dev)  # never two operators: the process replaces it
     if not operator_available():
         dev._step("operator: berth_operator.main is not there yet; skipped")
         return

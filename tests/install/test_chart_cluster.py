@@ -36,6 +36,8 @@ from install_helpers import CHART, Helm
 
 LOCAL_NODE = {
     "operator": {
+        # no CPU request: on a reused `make up` cluster the examples hold the node's 2 CPUs
+        "resources": {"requests": {"cpu": "0", "memory": "64Mi"}},
         "nodeSelector": {"berth.dev/local-node": "true"},
         "tolerations": [
             {"key": "berth.dev/local-node", "operator": "Exists", "effect": "NoSchedule"}
@@ -166,14 +168,18 @@ def node_cluster(cluster: Any) -> Iterator[Any]:
     ensure_imported(cluster, node_dir(cluster.paths.root) / "containerd.sock", runtime=False)
     crds = sorted(str(p) for p in (CHART / "crds").glob("*.yaml"))
     kubectl(cluster, "apply", "--server-side", "--force-conflicts", *(f"-f={c}" for c in crds))
+    from berth_dev.addons import in_cluster_operator_replicas
+
+    in_cluster = in_cluster_operator_replicas(cluster) > 0  # a `make up` cluster's operator
     had_operator = cluster.stop_component("berth-operator")
     try:
         yield cluster
     finally:
-        if had_operator:
+        if had_operator:  # put back what ran before, in the same form
             cluster.start_addons(
-                Addons(node=False, prometheus=False, operator=True, examples=False)
-            )
+                Addons(node=True, prometheus=False, operator=True, examples=False,
+                       operator_in_cluster=in_cluster)
+            )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
