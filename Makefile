@@ -23,9 +23,9 @@ help:
 $(UV):
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install --user --quiet uv || python3 -m pip install --user --quiet --break-system-packages uv
 
-.venv/.synced: pyproject.toml uv.lock | $(UV)
+.venv/.synced: pyproject.toml $(wildcard */pyproject.toml) uv.lock Makefile | $(UV)
 	@echo "[make] installing Python dependencies into .venv (first time: large download of PyTorch, cached in ~/.cache/uv)"
-	$(UV) sync --locked
+	$(UV) sync --locked --all-packages --all-extras  # extras: boto3 (s3://) and google-cloud-storage (gs://) for the source tests
 	@touch $@
 
 venv: .venv/.synced
