@@ -113,7 +113,11 @@ class Engine:
         return int(getattr(self.manager, "current_batch", 0))
 
     def counts(self) -> tuple[int, int, float]:
-        """(waiting, running, KV-cache usage 0..1) from the scheduler's own state."""
+        """(waiting, running, KV-cache usage 0..1) from the scheduler's own state.
+
+        Usage counts the pages the running requests' tokens fill (prompt + generated),
+        over the cache's pages; shared prefix pages are counted once per request.
+        """
         bp = self.manager.batch_processor
         queued = self.manager.input_queue.qsize()
         if bp is None:
@@ -122,7 +126,10 @@ class Engine:
             try:
                 waiting = len(bp.scheduler.waiting_requests)
                 active = list(bp.scheduler.active_requests.values())
-                blocks = sum(int(getattr(s, "allocated_blocks", 0)) for s in active)
+                page = self.cfg.page_size
+                blocks = sum(
+                    -(-(len(s.initial_tokens) + len(s.generated_tokens)) // page) for s in active
+                )
                 return queued + waiting, len(active), min(1.0, blocks / max(1, self.kv_blocks))
             except RuntimeError:
                 continue
