@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # Debian packages of the dev cluster's real node (container runtime, CNI, image tools).
 NODE_PKGS := containerd runc containernetworking-plugins buildah mmdebstrap busybox-static iptables
 
-.PHONY: help venv k8s prometheus node-deps images up down status test test-unit test-integration test-e2e lint bench bench-quick clean
+.PHONY: help venv k8s helm s3 prometheus node-deps images up down status test test-unit test-integration test-e2e lint bench bench-quick clean
 
 help:
 	@echo "make up      start the local cluster (control plane, fake GPU nodes, real node, Prometheus, operator, examples)"
@@ -18,6 +18,7 @@ help:
 	@echo "make test    run every test tier (unit, integration, e2e) on CPU"
 	@echo "make bench   run the benchmarks, results under bench/results/"
 	@echo "make lint    ruff + mypy"
+	@echo "make images  build the container images (operator, runtime, pause) into ~/.cache/berth/images"
 
 $(UV):
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install --user --quiet uv || python3 -m pip install --user --quiet --break-system-packages uv
@@ -32,6 +33,13 @@ venv: .venv/.synced
 k8s:
 	@bash hack/build-k8s.sh >/dev/null
 
+# helm and kube-score from Go modules (cached like the control plane)
+helm:
+	@bash hack/build-helm.sh >/dev/null
+
+s3:  # versitygw, the real S3-compatible server of the s3:// source tests
+	@bash hack/build-s3.sh >/dev/null
+
 prometheus:
 	@bash hack/install-prometheus.sh >/dev/null
 
@@ -42,10 +50,13 @@ node-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+# The operator image (buildah bud from images/operator/Containerfile), the runtime image
+# (images/runtime/Containerfile's recipe, written as an OCI layout by hand) and the
+# node's pause image; cached by content under ~/.cache/berth/images.
 images: venv node-deps
 	$(PY) -m berth_dev.images all
 
-up: venv k8s prometheus node-deps
+up: venv k8s helm prometheus node-deps
 	.venv/bin/berth dev up
 
 down: venv
@@ -54,16 +65,16 @@ down: venv
 status: venv
 	.venv/bin/berth dev status
 
-test: venv k8s prometheus node-deps
+test: venv k8s helm prometheus node-deps s3
 	.venv/bin/pytest $(PYTEST_ARGS)
 
-test-unit: venv
+test-unit: venv helm
 	.venv/bin/pytest -m unit $(PYTEST_ARGS)
 
-test-integration: venv k8s node-deps
+test-integration: venv k8s helm node-deps s3
 	.venv/bin/pytest -m integration $(PYTEST_ARGS)
 
-test-e2e: venv k8s prometheus node-deps
+test-e2e: venv k8s helm prometheus node-deps
 	.venv/bin/pytest -m e2e $(PYTEST_ARGS)
 
 lint: venv

@@ -9,6 +9,7 @@ BENCHES = {
     "runtime": "berth_bench.runtime",
     "operator": "berth_bench.operator",
     "autoscale": "berth_bench.autoscale",
+    "gateway": "berth_bench.gateway",
     "llm": "berth_bench.llm",
 }
 

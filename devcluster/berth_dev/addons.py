@@ -82,11 +82,11 @@ def start_prometheus(dev: DevCluster) -> None:
     url = f"http://127.0.0.1:{port}"
     state = _set_url(dev, "prometheus", url)
     dev._step(f"Prometheus on {url}")
-    proc = dev._spawn(
-        "prometheus",
-        prometheus.argv(binary, pdir / "prometheus.yml", pdir / "data", port),
-        state,
-    )
+    argv = prometheus.argv(binary, pdir / "prometheus.yml", pdir / "data", port)
+    host_ip = (state.get("node") or {}).get("hostIP")
+    if host_ip:  # also on the node link: an in-cluster operator queries it from a pod
+        argv.insert(-2, f"--web.listen-address={host_ip}:{port}")
+    proc = dev._spawn("prometheus", argv, state)
     dev._wait(
         "prometheus", lambda: http_ok(f"{url}/-/ready"), proc, str(dev.paths.log("prometheus"))
     )
@@ -113,12 +113,93 @@ def operator_available() -> bool:
         return False
 
 
-def start_operator(dev: DevCluster) -> None:
+def apply_admission_policy(dev: DevCluster) -> None:
+    """The tenant allowlists' ValidatingAdmissionPolicy, when BERTH_OPERATOR_TENANT_* set any."""
+    import yaml
+    from berth_operator import admission
+    from berth_operator.settings import from_env
+
+    settings = from_env()
+    if not admission.configured(settings):
+        return
+    namespace = settings.network.berth_namespace
+    dev._step(
+        f"admission: ValidatingAdmissionPolicy {admission.POLICY_NAME} (params in {namespace})"
+    )
+    dev.kubectl("create", "namespace", namespace, check=False)
+    # One object per call, params first (a batch re-apply can leave the params unfound:
+    # kubernetes/kubernetes#133827).
+    for obj in admission.manifests(settings):
+        text = yaml.safe_dump(obj)
+        dev.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=text)
+
+
+IN_CLUSTER_KEY = "operatorRelease"  # state.json: the chart release of an in-cluster operator
+
+
+def start_operator_in_cluster(dev: DevCluster) -> None:
+    """The operator as users get it: `helm upgrade --install` of charts/berth, the operator
+    image (imported into the node) running on local-node-0 under its ServiceAccount."""
+    from . import chart
+    from .state import DevClusterError, read_state, write_state
+
+    if _component_running(dev, "berth-operator"):
+        return  # a host-process operator of an earlier `up`: keep it, never two operators
+    state = read_state(dev.paths)
+    prom = (state.get("urls") or {}).get("prometheus", "")
+    host_ip = (state.get("node") or {}).get("hostIP", "")
+    # from a pod, Prometheus is on the node link's host side (it listens there too)
+    prom_for_pods = prom.replace("127.0.0.1", host_ip) if prom and host_ip else ""
+    dev._step(
+        f"operator: helm upgrade --install {chart.RELEASE} charts/berth -n {chart.NAMESPACE} "
+        f"(in-cluster on {NODE_NAME}; Prometheus {prom_for_pods or 'none'})"
+    )
+    try:
+        values = chart.local_values(prom_for_pods)
+        gateway_url = (state.get("urls") or {}).get("berth-gateway", "")
+        if gateway_url:  # status.url: the address users reach models at (the host gateway)
+            values["operator"]["extraEnv"] = [
+                {"name": "BERTH_OPERATOR_GATEWAY_URL", "value": gateway_url}
+            ]
+        seconds = chart.install(dev.paths.kubeconfig, values)
+    except chart.ChartError as err:
+        raise DevClusterError(
+            f"operator: {err}; read `kubectl -n {chart.NAMESPACE} describe pods`"
+        ) from None
+    state = read_state(dev.paths)
+    state[IN_CLUSTER_KEY] = {"release": chart.RELEASE, "namespace": chart.NAMESPACE}
+    write_state(dev.paths, state)
+    dev._step(f"operator: installed with the chart in {seconds:.0f}s")
+
+
+def stop_operator_in_cluster(dev: DevCluster) -> bool:
+    """Scale the in-cluster operator to zero (a test that runs its own operator); whether it ran."""
+    from .state import read_state, write_state
+
+    state = read_state(dev.paths)
+    info = state.pop(IN_CLUSTER_KEY, None)
+    if not info:
+        return False
+    dev.kubectl("-n", info["namespace"], "scale", f"deployment/{info['release']}-operator",
+                "--replicas=0", check=False)  # fmt: skip
+    dev.kubectl("-n", info["namespace"], "wait", "--for=delete", "pod", "--timeout=60s",
+                "-l", "app.kubernetes.io/component=operator", check=False)  # fmt: skip
+    write_state(dev.paths, state)
+    return True
+
+
+def start_operator(dev: DevCluster, in_cluster: bool = False) -> None:
     from .state import free_port, http_ok, read_state
 
     apply_crds(dev)
+    apply_admission_policy(dev)
+    if in_cluster:
+        start_operator_in_cluster(dev)
+        return
     if _component_running(dev, "berth-operator"):
         return
+    if read_state(dev.paths).get(IN_CLUSTER_KEY):
+        stop_operator_in_cluster(dev)  # never two operators: the process replaces it
     if not operator_available():
         dev._step("operator: berth_operator.main is not there yet; skipped")
         return
@@ -141,6 +222,7 @@ def start_operator(dev: DevCluster) -> None:
         env={
             "KUBECONFIG": str(dev.paths.kubeconfig),
             "BERTH_OPERATOR_AUTOSCALING_PROMETHEUS_URL": prometheus_url,
+            "BERTH_OPERATOR_GATEWAY_URL": (state.get("urls") or {}).get("berth-gateway", ""),
         },
     )
     url = read_state(dev.paths)["urls"]["berth-operator"]
@@ -179,7 +261,10 @@ def start(dev: DevCluster, addons: Addons) -> None:
     if addons.prometheus:
         start_prometheus(dev)
     if addons.operator:
-        start_operator(dev)
+        from .gateway import start_gateway
+
+        start_gateway(dev)  # first: the operator is given its address (status.url)
+        start_operator(dev, in_cluster=addons.operator_in_cluster and addons.node)
     if addons.examples:
         from .examples import deploy_examples
 

@@ -36,6 +36,25 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start a local cluster even when $KUBECONFIG names a reachable one",
     )
+    up.add_argument(
+        "--operator-process",
+        action="store_true",
+        help="run the operator as a host process instead of installing it with the chart",
+    )
+    up.add_argument(
+        "--values",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="Helm values for installing into the cluster $KUBECONFIG names (repeatable)",
+    )
+    up.add_argument("--release", default="berth", help="Helm release name (default berth)")
+    up.add_argument(
+        "--namespace",
+        default="berth-system",
+        help="namespace of the release (default berth-system)",
+    )
     for addon, what in (
         ("node", "the real node (containerd, kubelet, kube-proxy) that runs model pods"),
         ("prometheus", "Prometheus"),
@@ -84,6 +103,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         prometheus=not args.no_prometheus,
         operator=not args.no_operator,
         examples=not args.no_examples and not args.no_node and not args.no_operator,
+        operator_in_cluster=not args.operator_process,
     )
     if cluster.is_running():
         print(f"berth dev: a local cluster is already running in {cluster.paths.root}")
@@ -98,12 +118,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     if not args.force_local:
         external = reachable_external_cluster(bin_dir / "kubectl", cluster.paths.kubeconfig)
         if external:
-            print(
-                f"berth dev: KUBECONFIG already names a reachable cluster ({external}); "
-                "not starting a local one. Use `berth dev up --force-local` to start one anyway, "
-                "or unset KUBECONFIG."
-            )
-            return 0
+            if args.no_operator:
+                print(
+                    f"berth dev: KUBECONFIG already names a reachable cluster ({external}); "
+                    "--no-operator: installing nothing and starting no local cluster."
+                )
+                return 0
+            return install_external(external, args.values, args.release, args.namespace)
     try:
         cluster.up(bin_dir, addons)
     except DevClusterError as err:
@@ -114,6 +135,33 @@ def cmd_up(args: argparse.Namespace) -> int:
         cluster.down(quiet=True)  # never leave half a cluster running
         raise
     print(usage_text(cluster))
+    return 0
+
+
+def install_external(server: str, values: list[Path], release: str, namespace: str) -> int:
+    """Install Berth with its chart into the cluster $KUBECONFIG names (after saying so)."""
+    import os
+
+    from . import chart
+
+    print(
+        f"berth dev: KUBECONFIG already names a reachable cluster ({server}): installing Berth into it "
+        f"with the chart (helm upgrade --install {release} charts/berth -n {namespace}). "
+        "`berth dev up --force-local` starts a local cluster instead."
+    )
+    extra = [a for v in values for a in ("--values", str(v))]
+    try:
+        seconds = chart.install(
+            os.environ["KUBECONFIG"], release=release, namespace=namespace, extra=extra
+        )
+    except chart.ChartError as err:
+        print(f"berth dev up: {err}", file=sys.stderr)
+        return 1
+    print(
+        f"berth dev: Berth installed in {seconds:.0f}s.\n"
+        f"  kubectl -n {namespace} get pods\n"
+        "  kubectl apply -f examples/minilm-cpu.yaml"
+    )
     return 0
 
 
@@ -136,7 +184,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"berth dev: no cluster in {st['root']}")
         return 3
     for name, c in st["components"].items():
-        print(f"{name:<26} {c['state']:<8} pid {c['pid']:<8} {c['url'] or ''}")
+        print(f"{name:<26} {c['state']:<8} pid {c['pid'] or '-'!s:<8} {c['url'] or ''}")
     if st["running"]:
         print(f"\nexport KUBECONFIG={st['kubeconfig']}")
     return 0 if st["running"] else 3

@@ -408,6 +408,11 @@ class DevCluster:
 
     def stop_component(self, name: str, grace: float = 15) -> bool:
         """Stop one recorded component (for example `berth-operator`); whether it ran."""
+        if name == "berth-operator":
+            from .addons import stop_operator_in_cluster
+
+            if stop_operator_in_cluster(self):
+                return True
         state = read_state(self.paths)
         info = state.get("components", {}).pop(name, None)
         if info is None:
@@ -493,6 +498,17 @@ class DevCluster:
                 "pid": info["pid"],
                 "url": urls.get(name),
                 "log": info.get("log"),
+            }
+        if state.get("operatorRelease"):  # the operator installed with the chart
+            info = state["operatorRelease"]
+            proc = self.kubectl("-n", info["namespace"], "get", f"deployment/{info['release']}-operator",
+                                "-o", "jsonpath={.status.availableReplicas}", check=False)  # fmt: skip
+            ready = proc.returncode == 0 and proc.stdout.strip() not in ("", "0")
+            out["components"]["berth-operator"] = {
+                "state": "running" if ready else "stopped",
+                "pid": None,
+                "url": f"in-cluster: deployment {info['namespace']}/{info['release']}-operator",
+                "log": f"kubectl -n {info['namespace']} logs deployment/{info['release']}-operator",
             }
         out["running"] = bool(comps) and all(
             c["state"] == "running" for c in out["components"].values()

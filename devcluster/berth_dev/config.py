@@ -29,6 +29,8 @@ class NodePool:
     cpu: str = "32"  # allocatable CPU per node
     memory: str = "256Gi"  # allocatable memory per node
     pods: int = 110  # pods per node, the kubelet default
+    # allocatable ephemeral-storage per node: model pods request some (operator settings)
+    ephemeral_storage: str = "2Ti"
     taint_gpu: bool = True  # GPU pools carry nvidia.com/gpu=present:NoSchedule
 
     def node_names(self) -> list[str]:
@@ -110,6 +112,9 @@ class Addons:
     prometheus: bool = True  # a real Prometheus scraping the real node's pods
     operator: bool = True  # CRDs + `berth operator run`
     examples: bool = True  # examples/local: models + weights in the local PVC directory
+    # the operator installed with the chart (charts/berth), in-cluster on the real node,
+    # instead of a host process; `berth dev up` sets it, test fixtures keep the process
+    operator_in_cluster: bool = False
 
     @classmethod
     def none(cls) -> Addons:

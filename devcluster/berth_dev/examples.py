@@ -169,24 +169,34 @@ def examples_text(dev: DevCluster) -> list[str]:
             f"  {kubectl} get modeldeployments,pods -o wide",
             f"  {kubectl} describe md minilm",
         ]
+    gateway = state.get("urls", {}).get("berth-gateway")
+    if gateway and any(ips.values()):
+        lines += [f"  # through the gateway ({gateway}: every model by name, scale from zero):"]
     if ips.get("minilm"):
+        where = gateway or f"http://{ips['minilm']}:8080"
         lines += [
-            "  # OpenAI embeddings from the MiniLM pod:",
-            f"  curl -s http://{ips['minilm']}:8080/v1/embeddings -H 'content-type: application/json' \\",
+            "  # OpenAI embeddings from MiniLM:",
+            f"  curl -s {where}/v1/embeddings -H 'content-type: application/json' \\",
             '    -d \'{"model": "minilm", "input": ["hello world"]}\' | head -c 300; echo',
         ]
     if ips.get("small-cnn"):
+        where = gateway or f"http://{ips['small-cnn']}:8080"
         lines += [
-            "  # Open Inference Protocol v2 on the CNN pod:",
-            f"  curl -s http://{ips['small-cnn']}:8080/v2/models/small-cnn",
+            "  # Open Inference Protocol v2, the CNN's metadata:",
+            f"  curl -s {where}/v2/models/small-cnn",
         ]
     if ips.get("tiny-chat"):
+        where = gateway or f"http://{ips['tiny-chat']}:8080"
         lines += [
-            "  # OpenAI chat, streamed, from the tiny chat model's pod:",
-            f"  curl -sN http://{ips['tiny-chat']}:8080/v1/chat/completions"
-            " -H 'content-type: application/json' \\",
+            "  # OpenAI chat, streamed, from the tiny chat model:",
+            f"  curl -sN {where}/v1/chat/completions -H 'content-type: application/json' \\",
             '    -d \'{"model": "tiny-chat", "messages": [{"role": "user", "content": "hi"}],'
             ' "max_tokens": 16, "stream": true}\'',
+        ]
+    if gateway:
+        lines += [
+            f"Gateway: {gateway}  (GET {gateway}/v1/models lists every model; another "
+            f"namespace: {gateway}/ns/<namespace>/...)",
         ]
     if prom:
         lines += [

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from .cluster import DevCluster
 
 REPO = Path(__file__).resolve().parent.parent.parent
-RECIPE = "4"  # bump to rebuild the dependency and Berth layers
+RECIPE = "5"  # bump to rebuild the dependency and Berth layers
 DEBIAN_RECIPE = "3"  # bump to rebuild the Debian root filesystem
 # Locked packages the image leaves out: Triton (1 GB) compiles GPU kernels for
 # torch.compile and is never imported by `import torch` or the runtime on CPU.
@@ -51,16 +51,17 @@ RUNTIME_IMAGES = ("ghcr.io/berth-dev/berth-runtime:0.1.0", "localhost/berth/runt
 DEBIAN_SUITE = "bookworm"
 DEBIAN_PACKAGES = ("python3.11", "ca-certificates", "libgomp1")
 VENV = "/opt/berth"
-SOURCES = (
-    "runtime/berth_runtime",
-    "operator/berth_operator",
-    "devcluster/berth_dev",
-    "bench/berth_bench",
-)
+# The runtime image carries the berth-runtime workspace member alone (not the operator,
+# the dev cluster or the benchmarks).
+RUNTIME_MEMBER = "runtime"
+SOURCES = ("runtime/berth_runtime",)
 BUSYBOX = Path("/bin/busybox")
 
 
 def cache_dir() -> Path:
+    """~/.cache/berth/images; BERTH_IMAGE_CACHE_DIR moves only the images (they are large)."""
+    if os.environ.get("BERTH_IMAGE_CACHE_DIR"):
+        return Path(os.environ["BERTH_IMAGE_CACHE_DIR"])
     base = os.environ.get("BERTH_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache"), "berth"
     )
@@ -81,7 +82,8 @@ def _sha_files(paths: list[Path], extra: str = "") -> str:
 
 def deps_key() -> str:
     return _sha_files(
-        [REPO / "uv.lock", REPO / "pyproject.toml"], RECIPE + " ".join(DEBIAN_PACKAGES)
+        [REPO / "uv.lock", REPO / RUNTIME_MEMBER / "pyproject.toml"],
+        RECIPE + " ".join(DEBIAN_PACKAGES),
     )
 
 
@@ -92,7 +94,7 @@ def app_key() -> str:
         for p in (REPO / src).rglob("*")
         if p.is_file() and "__pycache__" not in p.parts
     )
-    return _sha_files([REPO / "pyproject.toml", *files], RECIPE)
+    return _sha_files([REPO / RUNTIME_MEMBER / "pyproject.toml", *files], RECIPE)
 
 
 @contextmanager
@@ -259,7 +261,8 @@ def build_runtime() -> tuple[Path, str]:
                 [_uv(), "venv", "--relocatable", "--python", "/usr/bin/python3.11", str(venv)], log
             )
             req = cache_dir() / f"requirements-{dkey}.txt"
-            _run([_uv(), "export", "--frozen", "--no-dev", "--no-emit-project", "--no-hashes",
+            _run([_uv(), "export", "--frozen", "--no-dev", "--package", "berth-runtime",
+                  "--no-emit-workspace", "--no-hashes",
                   *(f"--no-emit-package={p}" for p in LEFT_OUT),
                   "--project", str(REPO), "-o", str(req)], log)  # fmt: skip
             # --no-deps: the export is the whole pinned closure, less LEFT_OUT
@@ -274,7 +277,9 @@ def build_runtime() -> tuple[Path, str]:
         if not venv.exists():
             raise RuntimeError(f"{work} is gone; delete {deps_tar} to rebuild the dependency layer")
         subprocess.run(
-            [_uv(), "pip", "uninstall", "--python", py, "berth"], capture_output=True, check=False
+            [_uv(), "pip", "uninstall", "--python", py, "berth-runtime"],
+            capture_output=True,
+            check=False,
         )
         _run(
             [
@@ -286,7 +291,7 @@ def build_runtime() -> tuple[Path, str]:
                 "--no-deps",
                 "--reinstall",
                 "--no-cache",
-                str(REPO),
+                str(REPO / RUNTIME_MEMBER),
             ],
             log,
         )
@@ -305,6 +310,7 @@ def build_runtime() -> tuple[Path, str]:
             "Cmd": ["serve"],
             "User": "65532:65532",
             "WorkingDir": "/",
+            "Labels": oci_labels("berth-runtime", "Berth's model server (PyTorch)"),
         }
         tmp = layout.with_suffix(".tmp")
         digest = write_layout(tmp, [deps_tar, app_tar], config, RUNTIME_IMAGES)
@@ -326,6 +332,133 @@ def build_runtime() -> tuple[Path, str]:
                     else:
                         old.unlink(missing_ok=True)
         return layout, digest
+
+
+# -- the operator image (buildah bud from images/operator/Containerfile) --------------------
+OPERATOR_IMAGE = "ghcr.io/berth-dev/berth-operator:0.1.0"
+OPERATOR_RECIPE = "1"  # bump to rebuild the operator image
+OPERATOR_DEBIAN_PACKAGES = ("python3.11",)  # no ca-certificates: it pulls in perl and openssl
+# Left out of the operator's base: documentation, manual pages, translations.
+DPKG_EXCLUDES = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/locale/*",
+                 "/usr/share/info/*", "/usr/share/lintian/*")  # fmt: skip
+
+
+def oci_labels(title: str, description: str) -> dict[str, str]:
+    rev = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return {
+        "org.opencontainers.image.title": title,
+        "org.opencontainers.image.description": description,
+        "org.opencontainers.image.version": "0.1.0",
+        "org.opencontainers.image.revision": rev or "unknown",
+        "org.opencontainers.image.source": "https://github.com/berth-dev/berth",
+        "org.opencontainers.image.licenses": "Apache-2.0",
+        "org.opencontainers.image.vendor": "Berth",
+    }
+
+
+def _buildah() -> list[str]:
+    store = cache_dir() / "buildah"
+    return ["buildah", "--root", str(store / "root"), "--runroot", str(store / "run"),
+            "--storage-driver", "vfs"]  # fmt: skip
+
+
+def _slim_base(log: Path) -> str:
+    """A Debian base image for the operator, made by mmdebstrap and imported with buildah."""
+    key = hashlib.sha256(
+        (
+            OPERATOR_RECIPE + DEBIAN_SUITE + " ".join(OPERATOR_DEBIAN_PACKAGES + DPKG_EXCLUDES)
+        ).encode()
+    ).hexdigest()[:12]
+    name = f"localhost/berth/debian-python:{DEBIAN_SUITE}-{key}"
+    b = _buildah()
+    if (
+        subprocess.run([*b, "inspect", "--type", "image", name], capture_output=True).returncode
+        == 0
+    ):
+        return name
+    tar = cache_dir() / f"debian-slim-{key}.tar"
+    if not tar.exists():
+        _log(f"mmdebstrap {DEBIAN_SUITE} (minbase + {', '.join(OPERATOR_DEBIAN_PACKAGES)}), slim")
+        tmp = tar.with_suffix(".tmp.tar")
+        _run(["mmdebstrap", "--variant=minbase", f"--include={','.join(OPERATOR_DEBIAN_PACKAGES)}",
+              *(f"--dpkgopt=path-exclude={p}" for p in DPKG_EXCLUDES),
+              "--dpkgopt=path-include=/usr/share/doc/*/copyright",
+              "--customize-hook=rm -rf \"$1\"/var/cache/apt/* \"$1\"/var/lib/apt/lists/* \"$1\"/var/log/*",
+              DEBIAN_SUITE, str(tmp)], log)  # fmt: skip
+        tmp.replace(tar)
+    ctr = subprocess.run(
+        [*b, "from", "scratch"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    try:
+        _run([*b, "add", ctr, str(tar), "/"], log)
+        _run([*b, "commit", "--timestamp", "0", ctr, name], log)
+    finally:
+        subprocess.run([*b, "rm", ctr], capture_output=True, check=False)
+    return name
+
+
+def operator_key() -> str:
+    files = sorted(
+        p
+        for p in [
+            *(REPO / "operator" / "berth_operator").rglob("*"),
+            *(REPO / "images" / "operator").rglob("*"),
+        ]
+        if p.is_file() and "__pycache__" not in p.parts
+    )
+    return _sha_files(
+        [REPO / "uv.lock", REPO / "operator" / "pyproject.toml", *files],
+        OPERATOR_RECIPE + " ".join(OPERATOR_DEBIAN_PACKAGES + DPKG_EXCLUDES),
+    )
+
+
+def build_operator() -> Path:
+    """The operator image as an OCI archive (built when its sources changed)."""
+    key = operator_key()
+    archive = cache_dir() / f"operator-{key}.tar"
+    if archive.exists():
+        return archive
+    with _locked("operator"):
+        if archive.exists():
+            return archive
+        log = cache_dir() / "build-operator.log"
+        log.write_text("")
+        t0 = time.monotonic()
+        base = _slim_base(log)
+        ctx = cache_dir() / f"operator-ctx-{key}"
+        shutil.rmtree(ctx, ignore_errors=True)
+        ctx.mkdir(parents=True)
+        venv = ctx / "venv"
+        _log(f"operator image {key}: venv from uv.lock (berth-operator only)")
+        _run([_uv(), "venv", "--relocatable", "--python", "/usr/bin/python3.11", str(venv)], log)
+        req = ctx / "requirements.txt"
+        _run([_uv(), "export", "--frozen", "--no-dev", "--package", "berth-operator",
+              "--no-emit-workspace", "--no-hashes", "--project", str(REPO), "-o", str(req)], log)  # fmt: skip
+        py = str(venv / "bin" / "python")
+        _run([_uv(), "pip", "install", "--python", py, "--link-mode", "copy", "--no-deps",
+              "--no-compile", "-r", str(req)], log)  # fmt: skip
+        _run([_uv(), "pip", "install", "--python", py, "--link-mode", "copy", "--no-deps",
+              "--no-cache", "--no-compile", str(REPO / "operator")], log)  # fmt: skip
+        rev = oci_labels("", "")["org.opencontainers.image.revision"]
+        b = _buildah()
+        _log("operator image: buildah bud (chroot isolation, vfs)")
+        _run([*b, "bud", "--isolation", "chroot", "--timestamp", "0", "--layers=false",
+              "--build-arg", f"BASE={base}", "--build-arg", f"REVISION={rev}",
+              "-f", str(REPO / "images" / "operator" / "Containerfile"),
+              "-t", OPERATOR_IMAGE, str(ctx)], log)  # fmt: skip
+        tmp = archive.with_suffix(".tmp")
+        tmp.unlink(missing_ok=True)
+        _run([*b, "push", OPERATOR_IMAGE, f"oci-archive:{tmp}:{OPERATOR_IMAGE}"], log)
+        tmp.replace(archive)
+        shutil.rmtree(ctx, ignore_errors=True)
+        for old in cache_dir().glob("operator-*.tar"):
+            if old != archive:
+                old.unlink(missing_ok=True)
+        _log(f"operator image built in {time.monotonic() - t0:.0f}s: {archive} "
+             f"({archive.stat().st_size / 1e6:.0f} MB, compressed layers)")  # fmt: skip
+        return archive
 
 
 # -- the pause image ---------------------------------------------------------------------
@@ -448,10 +581,29 @@ def _import(sock: Path, source: Path, log: Path, content_root: Path | None = Non
         raise RuntimeError(f"ctr import {source} failed; read {log}")
 
 
-def ensure_imported(dev: DevCluster, sock: Path, runtime: bool = True) -> None:
-    """Build (cached) and import the pause and runtime images unless the node has them."""
+def _archive_digest(archive: Path) -> str:
+    import tarfile
+
+    with tarfile.open(archive) as tar:
+        member = tar.extractfile("index.json")
+        assert member is not None
+        return str(json.load(member)["manifests"][0]["digest"])
+
+
+def runtime_wanted(env: dict[str, str] | None = None) -> bool:
+    """BERTH_DEV_RUNTIME_IMAGE=0 leaves the 5.5 GB runtime image out of the node (for a
+    test run that starts no model, e.g. the chart tests); anything else keeps it."""
+    env = dict(os.environ) if env is None else env
+    return env.get("BERTH_DEV_RUNTIME_IMAGE", "1") != "0"
+
+
+def ensure_imported(
+    dev: DevCluster, sock: Path, runtime: bool | None = None, operator: bool = True
+) -> None:
+    """Build (cached) and import the pause, operator and runtime images unless the node has them."""
     from .node import NodeError
 
+    runtime = runtime_wanted() if runtime is None else runtime
     log = dev.paths.log("images")
     try:
         have = node_images(sock)
@@ -459,6 +611,12 @@ def ensure_imported(dev: DevCluster, sock: Path, runtime: bool = True) -> None:
             archive, _ = build_pause()
             dev._step(f"node: importing {PAUSE_IMAGE}")
             _import(sock, archive, log)
+        if operator:
+            dev._step("node: operator image (buildah; built once per source change)")
+            archive = build_operator()
+            if have.get(OPERATOR_IMAGE) != _archive_digest(archive):
+                dev._step(f"node: importing {OPERATOR_IMAGE}")
+                _import(sock, archive, log)
         if runtime:
             dev._step("node: runtime image (built once per dependency and source change)")
             layout, digest = build_runtime()
@@ -477,10 +635,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m berth_dev.images", description=__doc__.split("\n")[0]
     )
-    p.add_argument("what", choices=["pause", "runtime", "all"])
+    p.add_argument("what", choices=["pause", "runtime", "operator", "all"])
     args = p.parse_args(argv)
     if args.what in ("pause", "all"):
         print(build_pause()[0])
+    if args.what in ("operator", "all"):
+        print(build_operator())
     if args.what in ("runtime", "all"):
         print(build_runtime()[0])
     return 0

@@ -18,7 +18,12 @@ def node_manifest(pool: NodePool, name: str) -> dict[str, Any]:
         "type": "kwok",
         "berth.dev/pool": pool.name,
     }
-    capacity = {"cpu": pool.cpu, "memory": pool.memory, "pods": str(pool.pods)}
+    capacity = {
+        "cpu": pool.cpu,
+        "memory": pool.memory,
+        "pods": str(pool.pods),
+        "ephemeral-storage": pool.ephemeral_storage,
+    }
     taints: list[dict[str, str]] = []
     if pool.gpus > 0:
         capacity[GPU_RESOURCE] = str(pool.gpus)
@@ -53,6 +58,7 @@ def create_fake_nodes(client: Any, pools: Iterable[NodePool]) -> list[str]:
     """Create the nodes that do not exist yet (lightkube sync Client); return all names."""
     from lightkube.core.exceptions import ApiError
     from lightkube.resources.core_v1 import Node
+    from lightkube.types import PatchType
 
     names = []
     for manifest in pool_manifests(pools):
@@ -63,6 +69,12 @@ def create_fake_nodes(client: Any, pools: Iterable[NodePool]) -> list[str]:
         except ApiError as err:
             if err.status.code != 409:
                 raise
+            # A node made before pools had ephemeral storage: model pods request some.
+            storage = {"ephemeral-storage": manifest["status"]["capacity"]["ephemeral-storage"]}
+            client.patch(
+                Node.Status, name, {"status": {"capacity": storage, "allocatable": storage}},
+                patch_type=PatchType.MERGE,
+            )  # fmt: skip
     return names
 
 

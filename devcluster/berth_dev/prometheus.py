@@ -20,6 +20,7 @@ from typing import Any
 
 INSTALL_SCRIPT = Path(__file__).resolve().parent.parent.parent / "hack" / "install-prometheus.sh"
 DEFAULT_PORT = 9090
+GATEWAY_TARGETS = "gateway-targets.json"  # file_sd: the gateway addon writes its address
 SCRAPE_INTERVAL = "2s"  # short so a test sees a new counter value within seconds
 RETENTION = "2d"  # a dev cluster needs little history
 
@@ -88,7 +89,15 @@ def scrape_config(
                 "scrape_timeout": interval,
                 "kubernetes_sd_configs": sd_list,
                 "relabel_configs": relabel,
-            }
+            },
+            {
+                # the gateway's own series carry namespace / modeldeployment: keep them
+                "job_name": "berth-gateway",
+                "scrape_interval": interval,
+                "scrape_timeout": interval,
+                "honor_labels": True,
+                "file_sd_configs": [{"files": [GATEWAY_TARGETS], "refresh_interval": "5s"}],
+            },
         ],
     }
 

@@ -6,6 +6,7 @@ Nothing here talks to a server. `render()` either returns every child or raises
 Children (all named after the ModelDeployment, all owned by it):
   Deployment           apps/v1                 always
   Service              v1                      always
+  NetworkPolicy        networking.k8s.io/v1    unless the operator's network.policy is off
   PodDisruptionBudget  policy/v1               when desired replicas > 1
   PodMonitor           monitoring.coreos.com/v1 when the Prometheus Operator CRD exists
 """
@@ -17,11 +18,12 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any
 
+from berth_operator import tenancy
 from berth_operator.errors import RenderError
-from berth_operator.settings import Settings
+from berth_operator.settings import Settings, split_labels
 
 GROUP = "serving.berth.dev"
 VERSION = "v1alpha1"
@@ -41,6 +43,18 @@ METRICS_PATH = "/metrics"
 SCRAPE_INTERVAL = "2s"
 MODEL_SERIES_LABEL = "modeldeployment"  # the label the autoscaler's queries group by
 MODEL_META_LABEL = "__meta_kubernetes_pod_label_serving_berth_dev_model"
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set by the API server on every namespace
+GCS_CREDENTIALS_DIR = "/var/run/secrets/berth/gcs"
+GCS_CREDENTIALS_KEY = "key.json"
+HEADROOM = Decimal(2**30)  # ephemeral storage for logs and the writable layer: 1Gi
+# s3 credentials: Secret key -> environment variable; optional ones may be left out.
+S3_SECRET_KEYS = (
+    ("AWS_ACCESS_KEY_ID", False),
+    ("AWS_SECRET_ACCESS_KEY", False),
+    ("AWS_SESSION_TOKEN", True),
+    ("AWS_ENDPOINT_URL", True),
+    ("AWS_REGION", True),
+)
 
 Manifest = dict[str, Any]
 ChildKey = tuple[str, str]  # (kind, name)
@@ -162,8 +176,8 @@ def parse_model_uri(uri: str, settings: Settings) -> ModelSource:
     if "@" in re.split(r"[/?#]", rest, maxsplit=1)[0]:
         raise RenderError(
             "spec.model.uri",
-            "must not carry credentials (user:password@host); credentials from a Secret "
-            "referenced by the ModelDeployment are planned",
+            "must not carry credentials (user:password@host); put s3/gs credentials in a "
+            "Secret and name it in spec.model.credentials",
         )
     if scheme == "https" and not _PIN.search(uri):
         raise RenderError("spec.model.uri", "https:// needs a #sha256=<64 hex> pin")
@@ -189,7 +203,46 @@ def _metadata(md: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _env(md: Mapping[str, Any], source: ModelSource, settings: Settings) -> list[dict[str, str]]:
+def _secret_env(name: str, secret: str, key: str, optional: bool = False) -> dict[str, Any]:
+    """An env var read from a Secret by the kubelet: the value never enters the manifest."""
+    ref: dict[str, Any] = {"name": secret, "key": key}
+    if optional:
+        ref["optional"] = True
+    return {"name": name, "valueFrom": {"secretKeyRef": ref}}
+
+
+def _credential_env(md: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Object-store credentials and the bearer token, all by reference to Secrets.
+
+    The node's own identity is never used: the EC2 metadata service is off for boto3 and
+    the GCE metadata check is off for google-auth unless a service account is named
+    (workload identity then supplies the credentials).
+    """
+    spec = md["spec"]
+    model = spec["model"]
+    out: list[dict[str, Any]] = []
+    creds = model.get("credentials") or {}
+    secret = (creds.get("secretRef") or {}).get("name")
+    scheme = str(model.get("uri", "")).partition("://")[0]
+    if scheme == "s3":
+        out.append({"name": "AWS_EC2_METADATA_DISABLED", "value": "true"})
+        if secret:
+            out += [_secret_env(var, secret, var, optional) for var, optional in S3_SECRET_KEYS]
+    elif scheme == "gs":
+        if not creds.get("serviceAccountName"):
+            out.append({"name": "NO_GCE_CHECK", "value": "True"})
+        if secret:
+            out.append({
+                "name": "GOOGLE_APPLICATION_CREDENTIALS",
+                "value": f"{GCS_CREDENTIALS_DIR}/{GCS_CREDENTIALS_KEY}",
+            })  # fmt: skip
+    auth = (spec.get("auth") or {}).get("secretRef") or {}
+    if auth.get("name"):
+        out.append(_secret_env("BERTH_AUTH_TOKEN", auth["name"], auth.get("key") or "token"))
+    return out
+
+
+def _env(md: Mapping[str, Any], source: ModelSource, settings: Settings) -> list[dict[str, Any]]:
     spec = md["spec"]
     model = spec["model"]
     runtime = spec.get("runtime") or {}
@@ -213,10 +266,55 @@ def _env(md: Mapping[str, Any], source: ModelSource, settings: Settings) -> list
     for key, var in (("inputs", "BERTH_INPUTS"), ("outputs", "BERTH_OUTPUTS")):
         if model.get(key):
             env[var] = json.dumps(model[key], separators=(",", ":"))
-    return [{"name": k, "value": v} for k, v in env.items()]
+    return [{"name": k, "value": v} for k, v in env.items()] + _credential_env(md)
 
 
-def _resources(spec: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
+def _quantity(path: str, value: object) -> Decimal:
+    parsed = parse_quantity(value)
+    if parsed is None or parsed <= 0:
+        raise RenderError(path, f"{value!r} is not a positive quantity")
+    return parsed
+
+
+def _format_bytes(value: Decimal) -> str:
+    mib = int((value / 2**20).to_integral_value(rounding=ROUND_CEILING))  # whole MiB, up
+    return f"{mib // 1024}Gi" if mib % 1024 == 0 else f"{mib}Mi"
+
+
+def cache_size(res: Mapping[str, Any], settings: Settings) -> str:
+    """The model cache emptyDir's sizeLimit: spec.resources.cacheSize or the setting."""
+    size = str(res.get("cacheSize") or settings.runtime.cache_size_limit or "")
+    if size:
+        _quantity("spec.resources.cacheSize", size)
+    return size
+
+
+def _ephemeral_storage(res: Mapping[str, Any], settings: Settings) -> tuple[str, str]:
+    """(request, limit) of ephemeral-storage; the limit covers both emptyDirs and headroom."""
+    rt = settings.runtime
+    cache = cache_size(res, settings)
+    limit = str(res.get("ephemeralStorage") or rt.ephemeral_storage_limit or "")
+    needed = sum(
+        (_quantity("spec.resources.cacheSize", q) for q in (cache, rt.tmp_size_limit) if q),
+        HEADROOM,
+    )
+    if not limit:
+        limit = _format_bytes(needed) if cache else ""
+    elif res.get("ephemeralStorage") and _quantity("spec.resources.ephemeralStorage", limit) < (
+        needed - HEADROOM
+    ):
+        raise RenderError(
+            "spec.resources.ephemeralStorage",
+            f"{limit} is less than the model cache ({cache}) and /tmp ({rt.tmp_size_limit}) "
+            "it must hold; raise it or lower spec.resources.cacheSize",
+        )
+    request = rt.ephemeral_storage_request
+    if request and limit and _quantity("ephemeral_storage_request", request) > _quantity("", limit):
+        request = limit
+    return request, limit
+
+
+def _resources(spec: Mapping[str, Any], settings: Settings) -> tuple[dict[str, Any], int]:
     res = spec.get("resources") or {}
     gpu = res.get("gpu") or {}
     count = int(gpu.get("count", 0))
@@ -231,6 +329,11 @@ def _resources(spec: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
             raise RenderError(f"spec.resources.{key}", f"{value!r} is not a positive quantity")
         requests[key] = value
     limits["memory"] = requests["memory"]
+    storage_request, storage_limit = _ephemeral_storage(res, settings)
+    if storage_request:
+        requests["ephemeral-storage"] = storage_request
+    if storage_limit:
+        limits["ephemeral-storage"] = storage_limit
     if count:
         requests[GPU_RESOURCE] = limits[GPU_RESOURCE] = str(count)
     return {"requests": requests, "limits": limits}, count
@@ -268,6 +371,9 @@ def _scheduling(spec: Mapping[str, Any], gpus: int) -> dict[str, Any]:
     return out
 
 
+PRESTOP_SECONDS = 5  # seconds a leaving pod serves on (the gateway stops routing to it first)
+
+
 def _probe(path: str, period: int, failures: int, timeout: int = 2) -> dict[str, Any]:
     return {
         "httpGet": {"path": path, "port": "http"},
@@ -292,14 +398,16 @@ def deployment(md: Mapping[str, Any], settings: Settings) -> Manifest:
     if model.get("factory"):
         check_factory(str(model["factory"]), factory_prefixes(settings))
     source = parse_model_uri(str(model.get("uri", "")), settings)
-    resources, gpus = _resources(spec)
+    tenancy.check(spec, tenancy.Allowlists.from_settings(settings), settings.runtime.image)
+    resources, gpus = _resources(spec, settings)
     runtime = spec.get("runtime") or {}
     rt = settings.runtime
 
+    cache = cache_size(spec.get("resources") or {}, settings)
     volumes: list[dict[str, Any]] = [
-        {"name": "model-cache", "emptyDir": {"sizeLimit": rt.cache_size_limit}
-         if rt.cache_size_limit else {}},
-        {"name": "tmp", "emptyDir": {}},
+        {"name": "model-cache", "emptyDir": {"sizeLimit": cache} if cache else {}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": rt.tmp_size_limit}
+         if rt.tmp_size_limit else {}},
     ]  # fmt: skip
     mounts: list[dict[str, Any]] = [
         {"name": "model-cache", "mountPath": rt.cache_dir},
@@ -316,6 +424,18 @@ def deployment(md: Mapping[str, Any], settings: Settings) -> Manifest:
             "readOnly": True,
         })  # fmt: skip
 
+    creds = model.get("credentials") or {}
+    gcs_secret = (creds.get("secretRef") or {}).get("name")
+    if gcs_secret and str(model.get("uri", "")).startswith("gs://"):
+        volumes.append({
+            "name": "gcs-credentials",
+            "secret": {"secretName": gcs_secret, "defaultMode": 0o440,
+                       "items": [{"key": GCS_CREDENTIALS_KEY, "path": GCS_CREDENTIALS_KEY}]},
+        })  # fmt: skip
+        mounts.append(
+            {"name": "gcs-credentials", "mountPath": GCS_CREDENTIALS_DIR, "readOnly": True}
+        )
+
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": runtime.get("image") or rt.image,
@@ -324,9 +444,13 @@ def deployment(md: Mapping[str, Any], settings: Settings) -> Manifest:
         "env": _env(md, source, settings),
         "ports": [{"name": "http", "containerPort": rt.port, "protocol": "TCP"}],
         "resources": resources,
-        "startupProbe": _probe(READY_PATH, 10, max(1, rt.startup_seconds // 10)),
+        # every second while starting: a cold start (scale from zero) waits for this probe
+        "startupProbe": _probe(READY_PATH, 1, max(1, rt.startup_seconds)),
         "readinessProbe": _probe(READY_PATH, 5, 3),
         "livenessProbe": _probe(LIVE_PATH, 10, 3, timeout=5),
+        # a leaving pod keeps serving while the gateway and kube-proxy drop its endpoint
+        # (EndpointSlice: terminating); only then SIGTERM starts the runtime's drain
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}},
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
@@ -350,6 +474,10 @@ def deployment(md: Mapping[str, Any], settings: Settings) -> Manifest:
         "volumes": volumes,
         **_scheduling(spec, gpus),
     }
+    if creds.get("serviceAccountName"):
+        # Workload identity: the cloud's webhook or metadata server supplies credentials
+        # for this account; the Kubernetes API token itself stays unmounted.
+        pod_spec["serviceAccountName"] = creds["serviceAccountName"]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -417,6 +545,49 @@ def service(md: Mapping[str, Any], settings: Settings) -> Manifest:
     }  # fmt: skip
 
 
+def network_policy(md: Mapping[str, Any], settings: Settings) -> Manifest:
+    """Ingress to the model's pods only from the gateway, Prometheus and listed namespaces.
+
+    Only enforced where the cluster's network plugin implements NetworkPolicy (Calico,
+    Cilium, ...); the dev cluster's node uses plain CNI plugins, which do not.
+    """
+    net = settings.network
+    name = md["metadata"]["name"]
+    peers: list[dict[str, Any]] = [{
+        "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: net.berth_namespace}},
+        "podSelector": {"matchLabels": split_labels(net.gateway_labels, "gateway_labels")},
+    }]  # fmt: skip
+    if net.prometheus_namespace:
+        peer: dict[str, Any] = {
+            "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: net.prometheus_namespace}}
+        }
+        labels = split_labels(net.prometheus_labels, "prometheus_labels")
+        if labels:
+            peer["podSelector"] = {"matchLabels": labels}
+        peers.append(peer)
+    allow = (md["spec"].get("network") or {}).get("allowFrom") or []
+    for i, entry in enumerate(allow):
+        ns = str(entry.get("namespace") or "")
+        if not _DNS1123_LABEL.match(ns) or len(ns) > 63:
+            raise RenderError(
+                f"spec.network.allowFrom[{i}].namespace", f"{ns!r} is not a namespace name"
+            )
+        peers.append({"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: ns}}})
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(md),
+        "spec": {
+            "podSelector": {"matchLabels": selector_labels(name)},
+            "policyTypes": ["Ingress"],
+            "ingress": [{
+                "from": peers,
+                "ports": [{"protocol": "TCP", "port": settings.runtime.port}],
+            }],
+        },
+    }  # fmt: skip
+
+
 def pod_disruption_budget(md: Mapping[str, Any]) -> Manifest:
     return {
         "apiVersion": "policy/v1",
@@ -469,6 +640,10 @@ def render(md: Mapping[str, Any], settings: Settings, *, podmonitor: bool) -> Ch
     children.apply.append(deployment(md, settings))
     children.apply.append(service(md, settings))
     name = md["metadata"]["name"]
+    if settings.network.policy:
+        children.apply.append(network_policy(md, settings))
+    else:
+        children.absent.append(("networking.k8s.io/v1", "NetworkPolicy", name))
     if desired_replicas(md["spec"]) > 1:
         children.apply.append(pod_disruption_budget(md))
     else:

@@ -1,7 +1,8 @@
 """Thin Kopf handlers: unpack, call the reconciler, translate errors.
 
 Watched: ModelDeployments (create/update/resume), and the children the operator owns
-(Deployments, Services, PodDisruptionBudgets, PodMonitors, Pods), filtered by label.
+(Deployments, Services, NetworkPolicies, PodDisruptionBudgets, PodMonitors, Pods),
+filtered by label.
 Indexes keep the latest of each in memory, so status needs no polling.
 """
 
@@ -104,6 +105,11 @@ async def service_index(body: kopf.Body, namespace: str | None, name: str, **_: 
     return {(str(namespace), name): plain_child(body)}
 
 
+@kopf.index("networking.k8s.io", "v1", "networkpolicies", labels=MANAGED)
+async def networkpolicy_index(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
+    return {(str(namespace), name): plain_child(body)}
+
+
 @kopf.index("policy", "v1", "poddisruptionbudgets", labels=MANAGED)
 async def poddisruptionbudget_index(
     body: kopf.Body, namespace: str | None, name: str, **_: Any
@@ -165,6 +171,11 @@ async def deployment_event(event: kopf.RawEvent, body: kopf.Body, **kwargs: Any)
 @kopf.on.event("v1", "services", labels=MANAGED)
 async def service_event(event: kopf.RawEvent, body: kopf.Body, **kwargs: Any) -> None:
     await _child("Service", event, body, kwargs)
+
+
+@kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=MANAGED)
+async def networkpolicy_event(event: kopf.RawEvent, body: kopf.Body, **kwargs: Any) -> None:
+    await _child("NetworkPolicy", event, body, kwargs)
 
 
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=MANAGED)

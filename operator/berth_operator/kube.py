@@ -24,6 +24,9 @@ _RESOURCES: dict[tuple[str, str], Any] = {
         "apps", "v1", "Deployment", "deployments"
     ),
     ("v1", "Service"): create_namespaced_resource("", "v1", "Service", "services"),
+    ("networking.k8s.io/v1", "NetworkPolicy"): create_namespaced_resource(
+        "networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies"
+    ),
     ("policy/v1", "PodDisruptionBudget"): create_namespaced_resource(
         "policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets"
     ),

@@ -25,7 +25,7 @@ from berth_operator.settings import Settings
 logger = logging.getLogger("berth_operator")
 
 Key = tuple[str, str]  # (namespace, name) of a ModelDeployment
-CHILD_KINDS = ("Deployment", "Service", "PodDisruptionBudget", "PodMonitor")
+CHILD_KINDS = ("Deployment", "Service", "NetworkPolicy", "PodDisruptionBudget", "PodMonitor")
 WARNING_REASONS = {
     "InvalidSpec", "InsufficientGPU", "Unschedulable", "ModelLoadFailed",
     "ImagePullFailed", "ProgressDeadlineExceeded",
@@ -404,6 +404,8 @@ class Reconciler:
             return
         self._last_status[key] = new
         for cond in status.condition_changes(previous, new):
+            if cond["reason"] == "InvalidSpec":
+                continue  # converge() already posted the one Event for this refusal
             bad = cond["reason"] in WARNING_REASONS and (
                 cond["type"] != "Degraded" or cond["status"] == "True"
             )

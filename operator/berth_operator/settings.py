@@ -24,8 +24,18 @@ class RuntimeSettings:
     port: int = 8080
     # Where the model cache emptyDir is mounted (BERTH_CACHE_DIR).
     cache_dir: str = "/var/cache/berth"
-    # Size limit of the model cache emptyDir, a quantity; empty for none.
-    cache_size_limit: str = ""
+    # Size limit of the model cache emptyDir (a quantity; spec.resources.cacheSize overrides;
+    # empty for none): big enough for multi-GB models, small enough that one tenant's
+    # downloads cannot fill a node's disk.
+    cache_size_limit: str = "50Gi"
+    # Size limit of the /tmp emptyDir (a quantity; empty for none).
+    tmp_size_limit: str = "1Gi"
+    # ephemeral-storage request per pod (a quantity; empty for none). Small: most of the
+    # cache is used only while a model downloads.
+    ephemeral_storage_request: str = "1Gi"
+    # ephemeral-storage limit per pod (a quantity; spec.resources.ephemeralStorage
+    # overrides); empty: cache + /tmp size limits + 1Gi for logs and the writable layer.
+    ephemeral_storage_limit: str = ""
     # Where pvc:// claims are mounted read-only: <models_root>/<claim>.
     models_root: str = "/mnt/models"
     # Non-root user and group the runtime runs as (distroless "nonroot").
@@ -96,11 +106,79 @@ class AutoscalingSettings:
 
 
 @dataclass(frozen=True)
+class NetworkSettings:
+    """The NetworkPolicy rendered for every model (BERTH_OPERATOR_NETWORK_*)."""
+
+    # Whether each model gets a NetworkPolicy admitting only the gateway, Prometheus and
+    # the namespaces in its spec.network.allowFrom.
+    policy: bool = True
+    # Namespace Berth (operator and gateway) is installed in; gateway pods come from it.
+    berth_namespace: str = "berth-system"
+    # Labels of the gateway pods, comma-separated key=value.
+    gateway_labels: str = "app.kubernetes.io/name=berth,app.kubernetes.io/component=gateway"
+    # Namespace Prometheus runs in; empty: no Prometheus rule (scrapes are then refused
+    # wherever the network enforces policies).
+    prometheus_namespace: str = "monitoring"
+    # Labels of the Prometheus pods, comma-separated key=value; empty: any pod there.
+    prometheus_labels: str = "app.kubernetes.io/name=prometheus"
+
+
+@dataclass(frozen=True)
+class TenantSettings:
+    """What tenants may ask for (BERTH_OPERATOR_TENANT_*); comma-separated lists.
+
+    An empty list leaves that field unrestricted, except that priority classes named
+    system-* (the cluster's own) are always refused. Enforced at render time (Degraded,
+    InvalidSpec) and, when installed, at admission by the ValidatingAdmissionPolicy that
+    admission.py builds from the same lists.
+    """
+
+    # Image prefixes spec.runtime.image must start with (e.g. ghcr.io/berth-dev/).
+    images: str = ""
+    # PriorityClass names spec.scheduling.priorityClassName may name.
+    priority_classes: str = ""
+    # Taint keys spec.scheduling.tolerations may tolerate (a toleration without a key,
+    # which tolerates every taint, is then refused).
+    toleration_keys: str = ""
+    # Object-store locations s3:// and gs:// model URIs must lie under: s3://BUCKET or
+    # s3://BUCKET/PREFIX/ (and gs://...).
+    buckets: str = ""
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """Where the Berth gateway (`berth-runtime gateway`) is reached."""
+
+    # Base URL of the gateway, e.g. http://berth-gateway.berth-system.svc.cluster.local;
+    # status.url is then <url>/ns/<namespace>. Empty: no gateway, status.url is the Service.
+    url: str = ""
+
+
+@dataclass(frozen=True)
 class Settings:
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
     kube: KubeSettings = field(default_factory=KubeSettings)
     reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
     autoscaling: AutoscalingSettings = field(default_factory=AutoscalingSettings)
+    network: NetworkSettings = field(default_factory=NetworkSettings)
+    tenant: TenantSettings = field(default_factory=TenantSettings)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
+
+
+def split_list(raw: str) -> tuple[str, ...]:
+    """A comma-separated setting as a tuple of its non-empty, stripped entries."""
+    return tuple(p.strip() for p in raw.split(",") if p.strip())
+
+
+def split_labels(raw: str, key: str = "labels") -> dict[str, str]:
+    """key=value,key=value as a dict; a malformed entry is a ValueError naming the setting."""
+    out: dict[str, str] = {}
+    for item in split_list(raw):
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"{key}: {item!r} is not key=value")
+        out[name.strip()] = value.strip()
+    return out
 
 
 def _convert(raw: str, default: object, key: str) -> object:
@@ -135,4 +213,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         ):
             values["image"] = env["BERTH_RUNTIME_IMAGE"]
         groups[group_field.name] = type(group_default)(**values)
-    return Settings(**groups)  # type: ignore[arg-type]
+    settings = Settings(**groups)  # type: ignore[arg-type]
+    # Fail at start, naming the variable, rather than at the first render.
+    split_labels(settings.network.gateway_labels, f"{PREFIX}NETWORK_GATEWAY_LABELS")
+    split_labels(settings.network.prometheus_labels, f"{PREFIX}NETWORK_PROMETHEUS_LABELS")
+    return settings

@@ -6,8 +6,8 @@ changed between two statuses (each change becomes an Event).
 
 Conditions:
   Ready        True when every desired replica is updated and ready (Serving). A model at
-               zero replicas is not Ready (ScaledToZero): no gateway exists yet that
-               could wake it on a request.
+               zero replicas is not Ready (ScaledToZero); with a gateway configured the
+               message says the gateway holds the next request and wakes it.
   Progressing  True while the Deployment rolls out (Creating, RollingOut).
   Degraded     True when something needs a human: InvalidSpec, InsufficientGPU,
                Unschedulable, ModelLoadFailed, ImagePullFailed, ProgressDeadlineExceeded.
@@ -190,11 +190,8 @@ def compute(
     if invalid:
         ready_c = _cond("Ready", False, "InvalidSpec", invalid, gen)
     elif desired == 0 and rolled_out:
-        # Nothing serves requests and no gateway exists yet to wake the model: not Ready.
-        ready_c = _cond("Ready", False, "ScaledToZero",
-                        "scaled to zero by the autoscaler (idle); requests fail until it is "
-                        "scaled up again: no gateway wakes it yet" if spec.get("autoscaling")
-                        else "spec.replicas is 0", gen)  # fmt: skip
+        # Nothing serves requests right now: not Ready, whoever may wake it.
+        ready_c = _cond("Ready", False, "ScaledToZero", _zero_message(spec, settings), gen)
     elif rolled_out and ready >= desired:
         ready_c = _cond("Ready", True, "Serving", f"{ready}/{desired} replicas ready", gen)
     elif degraded:
@@ -221,13 +218,33 @@ def compute(
         "desiredReplicas": desired,
         "ready": f"{ready}/{desired}",
         "selector": builders.selector_string(name),
-        "url": builders.service_url(name, namespace, settings),
+        "url": model_url(name, namespace, settings),
         "modelName": builders.served_name(md),
         "conditions": conditions,
     }
     if scaler and scaler.get("status"):
         out["autoscaling"] = dict(scaler["status"])
     return out
+
+
+def model_url(name: str, namespace: str, settings: Settings) -> str:
+    """The model's address: through the gateway when one is configured, else its Service."""
+    if settings.gateway.url:
+        return f"{settings.gateway.url.rstrip('/')}/ns/{namespace}"
+    return builders.service_url(name, namespace, settings)
+
+
+def _zero_message(spec: Mapping[str, Any], settings: Settings) -> str:
+    why = "scaled to zero by the autoscaler (idle)" if spec.get("autoscaling") else (
+        "spec.replicas is 0")  # fmt: skip
+    if settings.gateway.url:
+        return (
+            f"{why}; the gateway ({settings.gateway.url}) holds the next request and scales "
+            "the model up"
+        )
+    if spec.get("autoscaling"):
+        return f"{why}; requests fail until it is scaled up again: no gateway is configured"
+    return why
 
 
 def condition_changes(

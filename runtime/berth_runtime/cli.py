@@ -14,6 +14,10 @@ from berth_runtime.settings import SettingsError, parse_settings
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["gateway"]:  # the gateway: its own flags and settings (gateway/cli.py)
+        from berth_runtime.gateway.cli import main as gateway_main
+
+        return gateway_main(args[1:])
     try:
         settings = parse_settings(args, os.environ)
     except SettingsError as exc:

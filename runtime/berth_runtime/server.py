@@ -14,6 +14,7 @@ from types import FrameType
 
 import uvicorn
 
+from berth_runtime import headtimeout
 from berth_runtime.app import create_app
 from berth_runtime.settings import Settings
 from berth_runtime.state import RuntimeState
@@ -63,7 +64,8 @@ def serve(settings: Settings) -> int:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        # httptools with a deadline on each request's head (slow-header senders get 408).
+        http=headtimeout.protocol(settings.header_timeout_s),
         lifespan="on",
         access_log=settings.access_log,
         log_level=settings.log_level.lower(),

@@ -68,6 +68,8 @@ class Settings:
     """Open connections (uvicorn's limit; it answers a plain 503 above it)."""
     body_timeout_s: float = 30.0
     """Longest a client may take to send a whole body (408 after it)."""
+    header_timeout_s: float = 10.0
+    """Longest a client may take to send a request's line and headers (408, then closed)."""
     max_download_bytes: int = 200 * 1024**3
     """Largest model download (HTTP, s3, gs), in bytes."""
     max_unpacked_bytes: int = 200 * 1024**3
@@ -133,6 +135,7 @@ _OPTIONS: tuple[tuple[str, str, str, type, str], ...] = (
     ("--max-concurrent", "max_concurrent", "BERTH_MAX_CONCURRENT", int, "requests at once"),
     ("--max-connections", "max_connections", "BERTH_MAX_CONNECTIONS", int, "open connections"),
     ("--body-timeout-s", "body_timeout_s", "BERTH_BODY_TIMEOUT_S", float, "body read limit"),
+    ("--header-timeout-s", "header_timeout_s", "BERTH_HEADER_TIMEOUT_S", float, "head read limit"),
     ("--max-download-bytes", "max_download_bytes", "BERTH_MAX_DOWNLOAD_BYTES", int, "download cap"),
     ("--max-unpacked-bytes", "max_unpacked_bytes", "BERTH_MAX_UNPACKED_BYTES", int, "archive cap"),
     ("--max-archive-entries", "max_archive_entries", "BERTH_MAX_ARCHIVE_ENTRIES", int, "entries"),
@@ -253,6 +256,7 @@ def validate(s: Settings) -> None:
         ("--max-concurrent", s.max_concurrent >= 1),
         ("--max-connections", s.max_connections >= 1),
         ("--body-timeout-s", s.body_timeout_s > 0),
+        ("--header-timeout-s", s.header_timeout_s > 0),
         ("--max-download-bytes", s.max_download_bytes >= 1),
         ("--max-unpacked-bytes", s.max_unpacked_bytes >= 1),
         ("--max-archive-entries", s.max_archive_entries >= 1),

@@ -9,6 +9,10 @@ Supported URIs:
 - ``s3://bucket/key`` (boto3) and ``gs://bucket/key`` (google-cloud-storage):
   credentials come from the environment the usual way for each library. A key
   ending in ``/`` (or naming no single object) downloads every object under it.
+  In a pod the operator fills that environment from the Secret the ModelDeployment
+  names (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, optional ``AWS_ENDPOINT_URL``,
+  ``AWS_REGION``; or ``GOOGLE_APPLICATION_CREDENTIALS``) and turns the node's metadata
+  credentials off (``AWS_EC2_METADATA_DISABLED``, ``NO_GCE_CHECK``).
 
 Archives are unpacked with :mod:`berth_runtime.archives` into ``<cache>/unpacked/<sha256>``.
 Downloads and archives are bounded by :class:`~berth_runtime.archives.Limits`: a download
@@ -215,14 +219,55 @@ def _safe_rel(prefix: str, key: str) -> Path:
     return p
 
 
-def fetch_s3(bucket: str, key: str, cache_dir: Path, lim: Limits | None = None) -> Path:
-    """Download an object or every object under a prefix with boto3."""
+def s3_client() -> Any:
+    """A boto3 S3 client from the environment; path-style addressing for a custom endpoint
+    (S3-compatible servers rarely resolve bucket host names)."""
     try:
         import boto3  # type: ignore[import-not-found, unused-ignore]
+        from botocore.config import Config  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
         raise ModelLoadError("s3:// needs boto3: install berth[s3]") from None
-    client: Any = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+    endpoint = os.environ.get("AWS_ENDPOINT_URL") or None
+    style = os.environ.get("BERTH_S3_ADDRESSING_STYLE") or ("path" if endpoint else "auto")
+    config = Config(s3={"addressing_style": style}, retries={"max_attempts": 3})
+    # A fresh session: credentials are read from the environment now, not cached from before.
+    return boto3.session.Session().client("s3", endpoint_url=endpoint, config=config)
+
+
+def _s3_error(uri: str, exc: Exception) -> ModelLoadError:
+    """A boto3/botocore failure as a ModelLoadError a person can act on."""
+    name = type(exc).__name__
+    if name in ("NoCredentialsError", "PartialCredentialsError"):
+        return ModelLoadError(
+            f"{uri}: no s3 credentials: name a Secret with AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY in spec.model.credentials.secretRef (or a service account "
+            "for workload identity); the node's own identity is never used"
+        )
+    code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", "")) or name
+    if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
+        return ModelLoadError(f"{uri}: access denied ({code}): check the credentials' Secret")
+    if code in ("NoSuchBucket", "NoSuchKey", "404"):
+        return ModelLoadError(f"{uri}: no such bucket or object ({code})")
+    return ModelLoadError(f"{uri}: {code}: {exc}")
+
+
+def fetch_s3(bucket: str, key: str, cache_dir: Path, lim: Limits | None = None) -> Path:
+    """Download an object or every object under a prefix with boto3."""
     uri = f"s3://{bucket}/{key}"
+    client = s3_client()
+    try:
+        return _fetch_s3(client, bucket, key, uri, cache_dir, lim)
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        if type(exc).__module__.split(".")[0] in ("botocore", "boto3", "s3transfer"):
+            raise _s3_error(uri, exc) from exc
+        raise
+
+
+def _fetch_s3(
+    client: Any, bucket: str, key: str, uri: str, cache_dir: Path, lim: Limits | None
+) -> Path:
     keys: list[tuple[str, str, int]] = []
     paginator = client.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=bucket, Prefix=key):

@@ -40,11 +40,12 @@ def run(
     target: Target = T,
     policy: Policy = P,
     problem: Problem | None = None,
+    gateway: float | None = None,
     **obs: int,
 ) -> Decision:
     observed = Observed(replicas=replicas, ready=replicas if ready is None else ready, **obs)  # type: ignore[arg-type]
     history = steady(value if value is not None else 0) if state is None else state
-    return decide(target, policy, observed, Reading(value, problem), history, NOW)
+    return decide(target, policy, observed, Reading(value, problem, gateway), history, NOW)
 
 
 UNAVAILABLE = Problem("MetricsUnavailable", "Prometheus did not answer within 1.5 s")
@@ -117,6 +118,22 @@ CASES = [
     ("a bad query holds and says so",
      run(None, replicas=3, problem=Problem("InvalidMetricQuery", "parse error")), 3, "stable",
      "InvalidMetricQuery"),
+    ("at zero with requests held at the gateway: woken to 1 (never left at zero)",
+     run(None, replicas=0, target=replace(T, min_replicas=0), gateway=3), 1, "stable",
+     "GatewayDemand"),
+    ("woken from zero to minReplicas when that is higher",
+     run(None, replicas=0, target=replace(T, min_replicas=0, max_replicas=4), gateway=1,
+         problem=Problem("ScaledToZero", "no replicas")), 1, "stable", "GatewayDemand"),
+    ("idle at the runtime long enough for zero, but requests reach the gateway: stays at 1",
+     run(0, replicas=1, target=replace(T, min_replicas=0), state=steady(0, 400), gateway=0.5),
+     1, "stable", "ValidMetricFound"),
+    ("idle at the runtime and at the gateway (its series reads 0): zero",
+     run(0, replicas=1, target=replace(T, min_replicas=0), state=steady(0, 400), gateway=0.0),
+     0, "stable", "ValidMetricFound"),
+    ("just woken (no ready pod yet) with an old idle memory: holds, and the gateway's demand "
+     "keeps it from looking idle",
+     run(None, replicas=1, ready=0, target=replace(T, min_replicas=0), state=steady(0, 400),
+         gateway=20), 1, "stable", "NoReadyReplicas"),
 ]  # fmt: skip
 
 
@@ -125,6 +142,15 @@ CASES = [
 )
 def test_decision_table(why: str, d: Decision, replicas: int, mode: str, active: str) -> None:
     assert (d.replicas, d.mode, d.active.reason) == (replicas, mode, active), d.reason
+
+
+def test_gateway_demand_refreshes_the_idle_clock() -> None:
+    # a model just woken from zero must not read as idle since before it went to zero
+    d = run(None, replicas=1, ready=0, target=replace(T, min_replicas=0),
+            state=steady(0, 400), gateway=20)  # fmt: skip
+    assert d.state.last_active == NOW
+    d = run(0, replicas=1, target=replace(T, min_replicas=0), state=d.state)
+    assert d.replicas == 1, d.reason
 
 
 def test_reason_sentence_reads_like_the_issue() -> None:

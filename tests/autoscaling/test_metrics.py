@@ -94,3 +94,21 @@ def test_policy_from_object_and_resolution() -> None:
     assert policy.resolve("default", known) == policy.Policy()  # built-in defaults
     assert policy.resolve("missing", known) is None  # PolicyNotFound
     assert policy.policy_name({"autoscaling": {"maxReplicas": 2}}) == "default"
+
+
+def test_gateway_demand_query_and_values() -> None:
+    from berth_operator.autoscaling.metrics import gateway
+
+    q = gateway.query(Labels())
+    # held + in flight + answered rate, summed per model (checked against a real
+    # Prometheus by tests/gateway through the autoscaler)
+    assert q.startswith("sum by (namespace, modeldeployment) (")
+    assert "berth_gateway_requests_held|berth_gateway_requests_in_flight" in q
+    assert "rate(berth_gateway_requests_total[10s])" in q
+    result = [
+        {"metric": {"namespace": "a", "modeldeployment": "m"}, "value": [0, "2"]},
+        {"metric": {"namespace": "a", "modeldeployment": "idle"}, "value": [0, "0"]},
+        {"metric": {"namespace": "b", "modeldeployment": "m"}, "value": [0, "NaN"]},  # no data
+    ]
+    keys = [("a", "m"), ("a", "idle"), ("b", "m"), ("c", "absent")]
+    assert gateway.values(result, Labels(), keys) == {("a", "m"): 2.0, ("a", "idle"): 0.0}

@@ -110,7 +110,7 @@ def test_make_up_then_down_leaves_nothing(tmp_path: Path) -> None:
         )  # fmt: skip
         st = json.loads(status.stdout)
         comps = st["components"]
-        for name in ("kube-apiserver", "prometheus", "berth-operator"):
+        for name in ("kube-apiserver", "prometheus", "berth-operator", "berth-gateway"):
             assert comps[name]["state"] == "running", comps
             assert comps[name]["url"], name
         state = json.loads((root / "state.json").read_text())

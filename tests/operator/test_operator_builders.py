@@ -101,14 +101,19 @@ def test_minimal_cpu_deployment_exact() -> None:
                             ],
                             "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}],
                             "resources": {
-                                "requests": {"cpu": "1", "memory": "2Gi"},
-                                "limits": {"memory": "2Gi"},
+                                # ephemeral storage: the 50Gi cache + 1Gi /tmp + 1Gi headroom
+                                "requests": {
+                                    "cpu": "1",
+                                    "memory": "2Gi",
+                                    "ephemeral-storage": "1Gi",
+                                },
+                                "limits": {"memory": "2Gi", "ephemeral-storage": "52Gi"},
                             },
                             "startupProbe": {
                                 "httpGet": {"path": "/v2/health/ready", **probe},
-                                "periodSeconds": 10,
+                                "periodSeconds": 1,
                                 "timeoutSeconds": 2,
-                                "failureThreshold": 90,
+                                "failureThreshold": 900,
                             },
                             "readinessProbe": {
                                 "httpGet": {"path": "/v2/health/ready", **probe},
@@ -122,6 +127,8 @@ def test_minimal_cpu_deployment_exact() -> None:
                                 "timeoutSeconds": 5,
                                 "failureThreshold": 3,
                             },
+                            # endpoints leave routing before the drain starts
+                            "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
                             "securityContext": {
                                 "allowPrivilegeEscalation": False,
                                 "readOnlyRootFilesystem": True,
@@ -135,8 +142,8 @@ def test_minimal_cpu_deployment_exact() -> None:
                         }
                     ],
                     "volumes": [
-                        {"name": "model-cache", "emptyDir": {}},
-                        {"name": "tmp", "emptyDir": {}},
+                        {"name": "model-cache", "emptyDir": {"sizeLimit": "50Gi"}},
+                        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
                     ],
                 },
             },
@@ -211,7 +218,10 @@ def test_gpu_translation(spec: dict[str, Any], sched: dict[str, Any], resources:
     ps = pod_spec(md(**spec))
     keys = ("nodeSelector", "tolerations", "affinity", "priorityClassName")
     assert {k: ps[k] for k in keys if k in ps} == sched
-    assert ps["containers"][0]["resources"] == resources
+    got = ps["containers"][0]["resources"]
+    for part in got.values():  # ephemeral storage has its own tests (test_storage_limits)
+        part.pop("ephemeral-storage", None)
+    assert got == resources
 
 
 # (uri, BERTH_MODEL_URI, PVC claim mounted or None) -- why
@@ -277,6 +287,7 @@ def test_runtime_settings_reach_env() -> None:
         "HOME": "/tmp",
         "BERTH_FACTORY": "torchvision.models:resnet50",
         "BERTH_FACTORY_ALLOW": "torchvision",  # the operator's allowlist
+        "AWS_EC2_METADATA_DISABLED": "true",  # s3:// never uses the node's identity
     }
 
 
@@ -317,12 +328,12 @@ def test_render_errors_name_the_field(spec: dict[str, Any], field: str) -> None:
 def test_render_children_and_absent() -> None:
     # One replica: no PDB (and it must be removed if it exists); no PodMonitor without the CRD.
     one = builders.render(md(), S, podmonitor=False)
-    assert [c["kind"] for c in one.apply] == ["Deployment", "Service"]
+    assert [c["kind"] for c in one.apply] == ["Deployment", "Service", "NetworkPolicy"]
     assert one.absent == [("policy/v1", "PodDisruptionBudget", "m")]
     # Two replicas and Prometheus Operator present: all four children.
     two = builders.render(md(replicas=2), S, podmonitor=True)
     assert [c["kind"] for c in two.apply] == [
-        "Deployment", "Service", "PodDisruptionBudget", "PodMonitor",
+        "Deployment", "Service", "NetworkPolicy", "PodDisruptionBudget", "PodMonitor",
     ]  # fmt: skip
     assert two.absent == []
     for child in two.apply:

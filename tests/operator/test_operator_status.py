@@ -111,7 +111,7 @@ CASES = [
      {"Ready": ("False", "ProgressDeadlineExceeded"),
       "Progressing": ("False", "ProgressDeadlineExceeded"),
       "Degraded": ("True", "ProgressDeadlineExceeded")}),
-    # Autoscaled to zero: not Ready, since no gateway exists yet that could wake it.
+    # Autoscaled to zero: not Ready (nothing serves right now; the message says who wakes it).
     (md(replicas=0, autoscaling={"minReplicas": 0, "maxReplicas": 2}),
      dep(replicas=0, ready=0, updated=0, current=0), [], None,
      {"Ready": ("False", "ScaledToZero"), "Progressing": ("False", "RolloutComplete"),
@@ -130,6 +130,33 @@ CASES = [
 @pytest.mark.parametrize(("m", "d", "pods", "invalid", "expected"), CASES)
 def test_conditions(m: Any, d: Any, pods: Any, invalid: Any, expected: Any) -> None:
     assert conds(status.compute(m, d, pods, S, invalid=invalid, now=T0)) == expected
+
+
+@pytest.mark.parametrize(
+    ("gateway", "m", "url", "words"),
+    [
+        # no gateway: the Service's address; at zero, nothing wakes an autoscaled model
+        ("", md(replicas=0, autoscaling={"minReplicas": 0, "maxReplicas": 2}),
+         "http://m.ns.svc.cluster.local", "no gateway is configured"),
+        # a gateway: the model's address through it, and it wakes the model
+        ("http://gw.berth-system:8080/", md(replicas=0, autoscaling={"minReplicas": 0}),
+         "http://gw.berth-system:8080/ns/ns", "the gateway (http://gw.berth-system:8080/) holds"),
+        # zero by hand, with a gateway: it wakes that one too
+        ("http://gw", md(replicas=0), "http://gw/ns/ns", "spec.replicas is 0; the gateway"),
+    ],
+)
+def test_url_and_zero_message_with_and_without_gateway(
+    gateway: str, m: Any, url: str, words: str
+) -> None:
+    from dataclasses import replace
+
+    from berth_operator.settings import GatewaySettings
+
+    settings = replace(S, gateway=GatewaySettings(url=gateway))
+    st = status.compute(m, dep(replicas=0, ready=0, updated=0, current=0), [], settings, now=T0)
+    assert st["url"] == url
+    ready = next(c for c in st["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "ScaledToZero" and words in ready["message"], ready["message"]
 
 
 def test_scheduler_message_is_kept_verbatim() -> None:

@@ -44,6 +44,12 @@ class Reading:
 
     value: float | None = None
     problem: Problem | None = None
+    # requests held, in flight or answered lately at the gateway (None: no gateway series)
+    gateway: float | None = None
+
+    @property
+    def gateway_active(self) -> bool:
+        return self.gateway is not None and self.gateway > 0
 
 
 @dataclass(frozen=True)
@@ -131,13 +137,33 @@ def hold(target: Target, policy: Policy, obs: Observed, state: State, problem: P
     )
 
 
+def wake(target: Target, obs: Observed, state: State, reading: Reading) -> Decision:
+    """At zero with requests at the gateway: up to max(1, minReplicas) (the gateway itself
+    already asked for that; this keeps the autoscaler from writing zero back)."""
+    replicas = _clamp(max(1, target.min_replicas), target)
+    demand = f"{reading.gateway:.3g}" if reading.gateway is not None else "some"
+    reason = (
+        f"requests wait at the gateway ({demand} held, in flight or per second) "
+        f"-> {replicas_text(replicas)}, woken from zero"
+    )
+    return Decision(
+        replicas=replicas,
+        mode="stable",
+        value=None,
+        reason=reason,
+        active=Condition(True, "GatewayDemand", "requests reach the gateway; scaling from zero"),
+        limited=_limited_within(target),
+        state=replace(state, failed_ticks=0),
+    )
+
+
 def no_reading(target: Target, obs: Observed) -> Problem:
     """Why a model without a series has none (the loop's empty answer, made specific)."""
     if obs.replicas == 0:
         return Problem(
             "ScaledToZero",
-            "no replicas to measure; nothing wakes the model until a gateway exists "
-            "(scale it with kubectl scale)",
+            "no replicas to measure; the gateway wakes the model on its next request "
+            "(without a gateway: kubectl scale)",
         )
     if obs.ready == 0:
         return Problem("NoReadyReplicas", f"no ready replica reports {target.metric} yet")
@@ -153,6 +179,10 @@ def decide(
     now: float,
 ) -> Decision:
     """The replicas for one model this tick, and why."""
+    if reading.gateway_active:
+        state = replace(state, last_active=now)  # a request reached the gateway: not idle
+    if reading.gateway_active and obs.replicas == 0:
+        return wake(target, obs, state, reading)
     if reading.problem is not None:
         return hold(target, policy, obs, state, reading.problem)
     if reading.value is None or not math.isfinite(reading.value):
@@ -169,7 +199,11 @@ def decide(
     panic_total = _mean(samples, now - policy.panic_seconds) or 0.0
     stable_want = stable_total / target.target
     panic_want = panic_total / target.target
-    last_active = now if total > 0 or state.last_active is None else state.last_active
+    last_active = (
+        now
+        if total > 0 or reading.gateway_active or state.last_active is None
+        else state.last_active
+    )
 
     # 2. panic: the panic window's demand reaches panicThreshold x ready replicas
     panic_until = state.panic_until if state.panic_until and state.panic_until > now else None
@@ -194,7 +228,10 @@ def decide(
     # 3. zero only for an idle model that may go there
     idle_for = now - last_active
     if rec == 0:
-        if (
+        if reading.gateway_active:
+            rec = 1
+            notes.append("requests reach the gateway")
+        elif (
             target.min_replicas == 0
             and policy.idle_to_zero
             and idle_for >= policy.idle_after_seconds

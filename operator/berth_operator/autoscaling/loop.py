@@ -14,7 +14,7 @@ import logging
 import resource
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from berth_operator import status as st
@@ -29,6 +29,7 @@ from berth_operator.autoscaling.decide import (
     replicas_text,
 )
 from berth_operator.autoscaling.metrics import TYPES, Key, Labels, Problem
+from berth_operator.autoscaling.metrics import gateway as gateway_demand
 from berth_operator.autoscaling.prometheus import BadQuery, Prometheus, Unavailable
 from berth_operator.errors import ApplyError
 from berth_operator.settings import AutoscalingSettings
@@ -211,8 +212,11 @@ class Autoscaler:
                 continue
             groups.setdefault((kind.name, query), []).append(key)
 
-        answers = await asyncio.gather(
-            *(self.prometheus.vector(q) for _, q in groups), return_exceptions=True
+        gateway_query = gateway_demand.query(self.labels)
+        *answers, gateway_answer = await asyncio.gather(
+            *(self.prometheus.vector(q) for _, q in groups),
+            self.prometheus.vector(gateway_query) if models else _nothing(),
+            return_exceptions=True,
         )
         for (type_, query), keys, answer in zip(groups, groups.values(), answers, strict=True):
             if isinstance(answer, Unavailable):
@@ -230,6 +234,11 @@ class Autoscaler:
                     v = values.get(k)
                     readings[k] = Reading(problem=v) if isinstance(v, Problem) else Reading(value=v)
 
+        if isinstance(gateway_answer, list):  # no answer: no gateway demand (changes nothing)
+            demand = gateway_demand.values(gateway_answer, self.labels, models)
+            for key, value in demand.items():
+                readings[key] = replace(readings[key], gateway=value)
+
         writes = 0
         for key, md in models.items():
             write = self._decide(key, md, chosen.get(key), readings[key], now)
@@ -242,7 +251,7 @@ class Autoscaler:
             self._background("policies", self._policy_status(counts))
         stats = TickStats(
             models=len(models),
-            queries=len(groups),
+            queries=len(groups) + (1 if models else 0),
             writes=writes,
             seconds=time.perf_counter() - t0,
             cpu_seconds=time.process_time() - cpu0,
@@ -380,6 +389,10 @@ class Autoscaler:
                 logger.warning("ScalingPolicy %s: %s", name, exc)
         for name in set(self._policy_counts) - set(counts):
             del self._policy_counts[name]
+
+
+async def _nothing() -> list[Any]:
+    return []
 
 
 def st_now() -> str:

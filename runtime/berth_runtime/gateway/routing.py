@@ -1,0 +1,248 @@
+"""The routing table and the endpoint choice (pure: plain data in, plain data out).
+
+The table is built from what the Kubernetes API says (ModelDeployments and the
+EndpointSlices of their Services, reduced to the small dataclasses below by
+`discovery.py`); nothing here does I/O, reads a clock or keeps state.
+
+Addressing: a served name is unique only inside one namespace. A request names its
+namespace with the path prefix `/ns/<namespace>/...`; a request without it resolves in
+the gateway's default namespace only (`default`, setting `default_namespace`), so a
+model created in another tenant's namespace can never take over an unprefixed name.
+The default namespace `*` (opt-in) resolves an unprefixed name in any namespace when
+exactly one namespace serves it, and refuses an ambiguous name naming the candidates.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+ANY_NAMESPACE = "*"
+HOLD_ANNOTATION = "serving.berth.dev/hold-deadline-seconds"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One address that serves a model: `host:port` of a pod."""
+
+    address: str  # "10.0.0.7:8080"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the gateway needs to know about one ModelDeployment."""
+
+    namespace: str
+    name: str  # metadata.name (its Service and EndpointSlices carry this name)
+    served: str  # spec.model.name or metadata.name: what requests ask for
+    replicas: int = 1  # spec.replicas (what /scale says now)
+    min_replicas: int = 0  # spec.autoscaling.minReplicas (0 without autoscaling)
+    hold_seconds: float | None = None  # per-model hold deadline (annotation), None: default
+
+
+@dataclass(frozen=True)
+class SliceEndpoint:
+    address: str  # first address of the endpoint
+    ready: bool
+    terminating: bool = False
+
+
+@dataclass(frozen=True)
+class SliceInfo:
+    """One EndpointSlice, reduced: its Service, its port and its endpoints."""
+
+    namespace: str
+    service: str  # label kubernetes.io/service-name
+    port: int | None
+    endpoints: tuple[SliceEndpoint, ...] = ()
+
+
+@dataclass(frozen=True)
+class Route:
+    """A model and its ready endpoints (sorted, so equal tables compare equal)."""
+
+    model: ModelInfo
+    endpoints: tuple[Endpoint, ...] = ()
+
+
+@dataclass(frozen=True)
+class Table:
+    routes: Mapping[tuple[str, str], Route] = field(default_factory=dict)  # (ns, served)
+
+    def models(self) -> list[Route]:
+        return [self.routes[k] for k in sorted(self.routes)]
+
+
+def model_info(md: Mapping[str, object]) -> ModelInfo:
+    """A ModelDeployment body -> ModelInfo (missing fields take the API's defaults)."""
+    meta = md.get("metadata") or {}
+    spec = md.get("spec") or {}
+    assert isinstance(meta, Mapping) and isinstance(spec, Mapping)
+    model = spec.get("model") or {}
+    scaling = spec.get("autoscaling") or {}
+    annotations = meta.get("annotations") or {}
+    assert isinstance(model, Mapping) and isinstance(scaling, Mapping)
+    assert isinstance(annotations, Mapping)
+    hold: float | None = None
+    raw = annotations.get(HOLD_ANNOTATION)
+    if raw is not None:
+        try:
+            hold = float(str(raw))
+        except ValueError:
+            hold = None  # a bad annotation keeps the default (discovery logs it)
+        if hold is not None and not 0 < hold <= 3600:
+            hold = None
+    name = str(meta.get("name", ""))
+    return ModelInfo(
+        namespace=str(meta.get("namespace", "")),
+        name=name,
+        served=str(model.get("name") or name),
+        replicas=int(str(spec.get("replicas", 1))),
+        min_replicas=int(str(scaling.get("minReplicas", 0))) if scaling else 0,
+        hold_seconds=hold,
+    )
+
+
+def slice_info(body: Mapping[str, object]) -> SliceInfo:
+    """An EndpointSlice body -> SliceInfo (port: the one named http, else the first)."""
+    meta = body.get("metadata") or {}
+    assert isinstance(meta, Mapping)
+    labels = meta.get("labels") or {}
+    assert isinstance(labels, Mapping)
+    ports = [p for p in (body.get("ports") or []) if isinstance(p, Mapping)]  # type: ignore[attr-defined]
+    port = next((p for p in ports if p.get("name") == "http"), ports[0] if ports else None)
+    eps = []
+    for ep in body.get("endpoints") or []:  # type: ignore[attr-defined]
+        addresses = ep.get("addresses") or []
+        if not addresses:
+            continue
+        cond = ep.get("conditions") or {}
+        eps.append(
+            SliceEndpoint(
+                address=str(addresses[0]),
+                # unset ready means ready (the API's own rule)
+                ready=cond.get("ready") is not False,
+                terminating=cond.get("terminating") is True,
+            )
+        )
+    return SliceInfo(
+        namespace=str(meta.get("namespace", "")),
+        service=str(labels.get("kubernetes.io/service-name", "")),
+        port=int(port["port"]) if port and port.get("port") is not None else None,
+        endpoints=tuple(eps),
+    )
+
+
+def _host_port(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def build_table(models: Iterable[ModelInfo], slices: Iterable[SliceInfo]) -> Table:
+    """Routes for every model: ready, non-terminating endpoints of its Service's slices.
+
+    Two ModelDeployments of one namespace that serve the same name: the older entry in
+    `models` order wins (discovery passes them oldest first), so a newcomer cannot take
+    over a name that already serves.
+    """
+    ready: dict[tuple[str, str], set[str]] = {}
+    for s in slices:
+        if s.port is None:
+            continue
+        for ep in s.endpoints:
+            if ep.ready and not ep.terminating:
+                ready.setdefault((s.namespace, s.service), set()).add(
+                    _host_port(ep.address, s.port)
+                )
+    routes: dict[tuple[str, str], Route] = {}
+    for m in models:
+        key = (m.namespace, m.served)
+        if key in routes:
+            continue
+        eps = tuple(Endpoint(a) for a in sorted(ready.get((m.namespace, m.name), ())))
+        routes[key] = Route(model=m, endpoints=eps)
+    return Table(routes=routes)
+
+
+def static_table(spec: str, namespace: str = "default") -> Table:
+    """ "name=host:port,name2=host:port" -> a table (always ready; a name given several
+    times gets several endpoints)."""
+    models: dict[str, ModelInfo] = {}
+    slices = []
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        name, sep, address = part.partition("=")
+        host, colon, port = address.rpartition(":")
+        if not (sep and colon and name and host and port.isdigit()):
+            raise ValueError(f"static route {part!r}: expected name=host:port")
+        models.setdefault(name, ModelInfo(namespace, name, name))
+        slices.append(
+            SliceInfo(namespace, name, int(port), (SliceEndpoint(host.strip("[]"), True),))
+        )
+    return build_table(models.values(), slices)
+
+
+@dataclass(frozen=True)
+class Found:
+    route: Route
+
+
+@dataclass(frozen=True)
+class NotFound:
+    message: str
+
+
+def resolve(
+    table: Table, served: str, namespace: str | None, default_namespace: str
+) -> Found | NotFound:
+    """The route for a served name, with the namespace from the path (None: unprefixed)."""
+    if namespace is not None:
+        route = table.routes.get((namespace, served))
+        if route is None:
+            return NotFound(f"model {served!r} is not served in namespace {namespace!r}")
+        return Found(route)
+    if default_namespace != ANY_NAMESPACE:
+        route = table.routes.get((default_namespace, served))
+        if route is None:
+            return NotFound(
+                f"model {served!r} is not served in namespace {default_namespace!r}; "
+                "address another namespace as /ns/<namespace>/..."
+            )
+        return Found(route)
+    hits = [r for (ns, name), r in table.routes.items() if name == served]
+    if len(hits) == 1:
+        return Found(hits[0])
+    if not hits:
+        return NotFound(f"model {served!r} is not served by this gateway")
+    where = ", ".join(sorted(r.model.namespace for r in hits))
+    return NotFound(
+        f"model {served!r} is served in several namespaces ({where}); "
+        "address one as /ns/<namespace>/..."
+    )
+
+
+def pick(
+    endpoints: Sequence[Endpoint],
+    inflight: Mapping[str, int],
+    *,
+    exclude: frozenset[str] = frozenset(),
+    two_choices_above: int = 8,
+    rng: random.Random | None = None,
+) -> Endpoint | None:
+    """Least outstanding requests (the gateway's own count per endpoint).
+
+    Up to `two_choices_above` endpoints: the least loaded of all (ties: a random one among
+    them, so idle endpoints share the load). Above: power of two choices (two at random,
+    the less loaded), which costs O(1) and avoids herding on one stale minimum.
+    """
+    rng = rng or random.Random()
+    pool = [e for e in endpoints if e.address not in exclude]
+    if not pool:
+        return None
+    if len(pool) > two_choices_above:
+        a, b = rng.sample(pool, 2)
+        return a if inflight.get(a.address, 0) <= inflight.get(b.address, 0) else b
+    low = min(inflight.get(e.address, 0) for e in pool)
+    best = [e for e in pool if inflight.get(e.address, 0) == low]
+    return best[0] if len(best) == 1 else rng.choice(best)

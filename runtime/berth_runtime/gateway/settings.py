@@ -1,0 +1,102 @@
+"""Gateway settings: one small dataclass read from BERTH_GATEWAY_<FIELD> (flags override)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+
+PREFIX = "BERTH_GATEWAY_"
+
+
+class GatewaySettingsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    # Address to listen on (in a pod: 0.0.0.0).
+    host: str = "127.0.0.1"
+    # Port to listen on.
+    port: int = 8080
+    # Comma-separated namespaces to watch; empty: every namespace (cluster-wide RBAC).
+    namespaces: str = ""
+    # Namespace an unprefixed path resolves in; "*": any namespace whose name is unique.
+    default_namespace: str = "default"
+    # Seconds a request waits for a model scaling from zero (annotation
+    # serving.berth.dev/hold-deadline-seconds overrides it per model).
+    hold_seconds: float = 60.0
+    # Requests held at once per model; more get 429 with Retry-After.
+    hold_max_requests: int = 1000
+    # Body bytes held at once per model (held bodies sit in memory); more get 429.
+    hold_max_bytes: int = 64 * 1024 * 1024
+    # Largest request body (bytes) read whole: OpenAI bodies (the model is in the JSON)
+    # and held bodies; a larger one gets 413. Bodies forwarded at once stream unbounded.
+    max_body_bytes: int = 16 * 1024 * 1024
+    # Above this many ready endpoints a model balances by power of two choices.
+    two_choices_above: int = 8
+    # Seconds to open a connection to an endpoint (refused or slower: another endpoint).
+    connect_timeout: float = 2.0
+    # Seconds to wait for a model's response (covers long generations; 0: no limit).
+    read_timeout: float = 600.0
+    # Idle keep-alive connections kept per endpoint.
+    keepalive_per_endpoint: int = 64
+    # Retry-After (seconds) on 429 and on 503 after the hold deadline.
+    retry_after_seconds: int = 5
+    # Whether the first held request patches the model's /scale (off: hold only).
+    wake: bool = True
+    # Static routes without Kubernetes, "name=host:port,name2=host:port" (namespace
+    # `default`, always ready; no discovery, no wake-up): a gateway in front of
+    # `berth-runtime serve` processes, and the benchmark's setup. Empty: discovery.
+    static: str = ""
+    # Log level.
+    log_level: str = "info"
+
+    def namespace_list(self) -> list[str]:
+        return [n.strip() for n in self.namespaces.split(",") if n.strip()]
+
+
+def _convert(key: str, raw: str, default: object) -> object:
+    try:
+        if isinstance(default, bool):
+            if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(raw)
+            return raw.lower() in ("1", "true", "yes", "on")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+    except ValueError:
+        raise GatewaySettingsError(f"{key}={raw!r}: expected a {type(default).__name__}") from None
+    return raw
+
+
+def from_env(
+    env: Mapping[str, str], overrides: Mapping[str, object] | None = None
+) -> GatewaySettings:
+    """Settings from BERTH_GATEWAY_* variables, then `overrides` (parsed flags)."""
+    base = GatewaySettings()
+    values: dict[str, object] = {}
+    for f in fields(GatewaySettings):
+        key = f"{PREFIX}{f.name.upper()}"
+        if key in env:
+            values[f.name] = _convert(key, env[key], getattr(base, f.name))
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    settings = replace(base, **values)  # type: ignore[arg-type]
+    checks = {
+        "hold_seconds": settings.hold_seconds > 0,
+        "hold_max_requests": settings.hold_max_requests > 0,
+        "hold_max_bytes": settings.hold_max_bytes > 0,
+        "max_body_bytes": settings.max_body_bytes > 0,
+        "connect_timeout": settings.connect_timeout > 0,
+        "read_timeout": settings.read_timeout >= 0,
+        "port": 0 <= settings.port < 65536,
+        "two_choices_above": settings.two_choices_above >= 2,
+    }
+    for name, ok in checks.items():
+        if not ok:
+            raise GatewaySettingsError(
+                f"{PREFIX}{name.upper()}={getattr(settings, name)!r} is out of range"
+            )
+    if not settings.default_namespace:
+        raise GatewaySettingsError(f"{PREFIX}DEFAULT_NAMESPACE must not be empty")
+    return settings

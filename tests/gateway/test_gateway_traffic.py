@@ -1,0 +1,164 @@
+"""The gateway with real runtime pods on the real node and real load.
+
+- A model at zero (autoscaled, minReplicas 0): 20 concurrent requests through the dev
+  gateway all succeed once it is ready, each marked as a cold start; the gateway woke it
+  (Event), and once idle the autoscaler takes it back to zero.
+- Under steady load (25 requests/s through the gateway for the whole test): a scale from
+  3 to 1 and a rollout of a model change finish with zero failed requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import httpx
+import pytest
+from gateway_helpers import (
+    CNN_BODY,
+    SteadyLoad,
+    apply,
+    cnn_claim,
+    events,
+    kget,
+    model,
+    pods,
+    ready_pods,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+
+def replicas(c: Any, ns: str, name: str) -> int:
+    return int(((kget(c, "md", name, ns) or {}).get("spec") or {}).get("replicas", -1))
+
+
+def timeline(pod: dict[str, Any]) -> str:
+    """Seconds from the pod's creation to scheduled, container started and Ready."""
+    import datetime as dt
+
+    def t(x: str) -> float:
+        return dt.datetime.fromisoformat(x.replace("Z", "+00:00")).timestamp()
+
+    st = pod["status"]
+    born = t(pod["metadata"]["creationTimestamp"])
+    conds = {c["type"]: t(c["lastTransitionTime"]) for c in st.get("conditions") or []}
+    started = t(st["containerStatuses"][0]["state"]["running"]["startedAt"])
+    return (f"scheduled +{conds.get('PodScheduled', born) - born:.0f} s, container started "
+            f"+{started - born:.0f} s, Ready +{conds.get('Ready', born) - born:.0f} s")  # fmt: skip
+
+
+def _t(x: str) -> float:
+    import datetime as dt
+
+    return dt.datetime.fromisoformat(x.replace("Z", "+00:00")).timestamp()
+
+
+def created(pod: dict[str, Any]) -> float:
+    return _t(pod["metadata"]["creationTimestamp"])
+
+
+def ready_at(pod: dict[str, Any]) -> float:
+    return next(_t(c["lastTransitionTime"]) for c in pod["status"]["conditions"]
+                if c["type"] == "Ready")  # fmt: skip
+
+
+def test_scale_from_zero_holds_20_concurrent_requests(
+    gateway_stack: Any, gateway_url: str, namespace: str
+) -> None:
+    from lightkube.resources.core_v1 import PersistentVolume
+
+    c, ns = gateway_stack, namespace
+    pv = cnn_claim(c, ns)
+    pname = f"gw-{ns}"[:60]
+    apply(c, {"apiVersion": "serving.berth.dev/v1alpha1", "kind": "ScalingPolicy",
+              "metadata": {"name": pname, "labels": {"berth.dev/test": "true"}},
+              "spec": {"windows": {"stableSeconds": 6, "panicSeconds": 2},
+                       "idleToZero": {"enabled": True, "afterSeconds": 10}}})  # fmt: skip
+    try:
+        apply(c, model("cnn", replicas=0, autoscaling={
+            "minReplicas": 0, "maxReplicas": 2, "metric": {"type": "concurrency", "target": 8},
+            "policyRef": {"name": pname}}), ns)  # fmt: skip
+        url = f"{gateway_url}/ns/{ns}/v2/models/cnn/infer"
+        wait_for(lambda: httpx.get(f"{gateway_url}/ns/{ns}/v1/models").json()["data"], 30,
+                 "the gateway knowing the model")  # fmt: skip
+        assert replicas(c, ns, "cnn") == 0
+
+        async def burst() -> list[httpx.Response]:
+            async with httpx.AsyncClient(timeout=120) as client:
+                return await asyncio.gather(*(
+                    client.post(url, content=CNN_BODY, headers={"content-type": "application/json"})
+                    for _ in range(20)))  # fmt: skip
+
+        t0, wall0 = time.monotonic(), time.time()
+        answers = asyncio.run(burst())
+        took = time.monotonic() - t0
+        assert [r.status_code for r in answers] == [200] * 20, [r.text for r in answers]
+        waits = [float(r.headers["berth-cold-start"]) for r in answers]
+        assert all(w > 0 for w in waits)
+        assert json.loads(answers[0].text)["outputs"][0]["shape"] == [1, 10]
+        woken = events(c, ns, "cnn", "WokenByGateway")
+        assert (woken and "requests waiting" in woken[0]["message"]) or "request waiting" in (
+            woken[0]["message"] if woken else ""
+        )
+        assert replicas(c, ns, "cnn") >= 1
+        # how much of the cold start the gateway adds: first response minus the pod's load
+        pod = ready_pods(c, ns, "cnn")[0]
+        text = httpx.get(f"http://{pod['status']['podIP']}:8080/metrics", timeout=5).text
+        load = next(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                    if line.startswith("berth_model_load_seconds"))  # fmt: skip
+        print(
+            f"\ncold start: 20 requests answered after {took:.1f} s (held up to "
+            f"{max(waits):.1f} s); the model's own load {load:.1f} s; pod {timeline(pod)}; "
+            f"first request -> pod created {created(pod) - wall0:.1f} s, pod Ready -> "
+            f"answered {wall0 + took - ready_at(pod):.1f} s (1 s resolution)"
+        )
+        # idle (no request reaches the gateway): the autoscaler takes it back to zero
+        wait_for(lambda: replicas(c, ns, "cnn") == 0, 120, "back to zero once idle")
+    finally:
+        c.kubectl("delete", "md", "cnn", "-n", ns, "--wait=false", check=False)
+        c.kubectl("delete", "scalingpolicy", pname, "--ignore-not-found", check=False)
+        c.client().delete(PersistentVolume, pv)
+
+
+def test_scale_in_and_rollout_under_load_fail_nothing(
+    gateway_stack: Any, gateway_url: str, namespace: str
+) -> None:
+    from lightkube.resources.core_v1 import PersistentVolume
+
+    c, ns = gateway_stack, namespace
+    pv = cnn_claim(c, ns)
+    try:
+        apply(c, model("steady", replicas=3), ns)
+        wait_for(lambda: len(ready_pods(c, ns, "steady")) == 3, 300, "3 ready replicas")
+        url = f"{gateway_url}/ns/{ns}/v2/models/steady/infer"
+        with SteadyLoad(url, CNN_BODY, rps=25) as load:
+            time.sleep(3)
+            # scale in 3 -> 1: the leaving pods get no new requests (terminating endpoints),
+            # then drain
+            c.kubectl("scale", "md", "steady", "-n", ns, "--replicas=1")
+            wait_for(lambda: len(pods(c, ns, "steady")) == 1, 120, "two pods gone")
+            # a model change rolls out with surge 1 / unavailable 0
+            old = {p["metadata"]["name"] for p in pods(c, ns, "steady")}
+            c.kubectl("patch", "md", "steady", "-n", ns, "--type=merge", "-p",
+                      json.dumps({"spec": {"runtime": {"batching": {"maxDelayMs": 3}}}}))  # fmt: skip
+
+            def rolled() -> bool:
+                now = pods(c, ns, "steady")
+                return (len(now) == 1 and not {p["metadata"]["name"] for p in now} & old
+                        and len(ready_pods(c, ns, "steady")) == 1)  # fmt: skip
+
+            wait_for(rolled, 240, "the rollout to one new ready pod")
+            time.sleep(3)
+        print(
+            f"\nsteady load: {len(load.results)} requests at {load.rate():.1f}/s, "
+            f"failures {dict(load.failures())}"
+        )
+        assert load.rate() >= 20, load.rate()
+        assert not load.failures(), load.failures()
+    finally:
+        c.kubectl("delete", "md", "steady", "-n", ns, "--wait=false", check=False)
+        c.client().delete(PersistentVolume, pv)
