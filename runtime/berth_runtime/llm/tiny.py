@@ -74,4 +74,6 @@ def build(
     model.generation_config.pad_token_id = fast.eos_token_id
     model.save_pretrained(str(path), safe_serialization=True)
     fast.save_pretrained(str(path))
+    for f in path.iterdir():  # safetensors writes 0600; the runtime pod reads as non-root
+        f.chmod(0o644)
     return path
