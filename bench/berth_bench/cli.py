@@ -10,6 +10,7 @@ BENCHES = {
     "operator": "berth_bench.operator",
     "autoscale": "berth_bench.autoscale",
     "gateway": "berth_bench.gateway",
+    "llm": "berth_bench.llm",
 }
 
 

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 LOCAL_EXAMPLES = REPO / "examples" / "local"
 NAMESPACE = "default"
-MODELS = ("minilm", "small-cnn")  # ModelDeployments in examples/local
+MODELS = ("minilm", "small-cnn", "tiny-chat")  # ModelDeployments in examples/local
 READY_TIMEOUT = 600.0  # seconds; a cold start imports PyTorch in every runtime process
 VOLUME_FILE = "00-models-volume.yaml"
 
@@ -67,7 +67,9 @@ def deploy_examples(dev: DevCluster) -> None:
     from .state import DevClusterError
 
     models_dir = pvc_dir(dev.paths.root / "pvc", NAMESPACE, "models")
-    dev._step(f"example weights into {models_dir} (MiniLM copied, small CNN scripted)")
+    dev._step(
+        f"example weights into {models_dir} (MiniLM copied, small CNN scripted, tiny chat model built)"
+    )
     log = dev.paths.log("example-weights")
     with log.open("ab") as out:
         proc = subprocess.run(
@@ -182,6 +184,14 @@ def examples_text(dev: DevCluster) -> list[str]:
         lines += [
             "  # Open Inference Protocol v2, the CNN's metadata:",
             f"  curl -s {where}/v2/models/small-cnn",
+        ]
+    if ips.get("tiny-chat"):
+        where = gateway or f"http://{ips['tiny-chat']}:8080"
+        lines += [
+            "  # OpenAI chat, streamed, from the tiny chat model:",
+            f"  curl -sN {where}/v1/chat/completions -H 'content-type: application/json' \\",
+            '    -d \'{"model": "tiny-chat", "messages": [{"role": "user", "content": "hi"}],'
+            ' "max_tokens": 16, "stream": true}\'',
         ]
     if gateway:
         lines += [

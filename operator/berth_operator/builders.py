@@ -391,7 +391,7 @@ def deployment(md: Mapping[str, Any], settings: Settings) -> Manifest:
         raise RenderError("metadata.name", "must be a DNS-1035 label of at most 50 characters")
     model = spec.get("model") or {}
     if model.get("format") not in ("torchscript", "torch-export", "safetensors",
-                                   "sentence-transformers"):  # fmt: skip
+                                   "sentence-transformers", "transformers"):  # fmt: skip
         raise RenderError("spec.model.format", f"unsupported format {model.get('format')!r}")
     if model.get("format") == "safetensors" and not model.get("factory"):
         raise RenderError("spec.model.factory", "required when spec.model.format is safetensors")

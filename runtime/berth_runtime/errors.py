@@ -146,7 +146,7 @@ def protocol_of(path: str) -> str:
         return "v2"
     if path.startswith("/v1/models/"):
         return "v1"
-    if path in ("/v1/embeddings", "/v1/models"):
+    if path in ("/v1/embeddings", "/v1/models", "/v1/chat/completions", "/v1/completions"):
         return "openai"
     if path == "/metrics":
         return "metrics"

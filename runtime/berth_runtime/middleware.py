@@ -62,13 +62,16 @@ def _model_label(path: str, served: str) -> str:
             rest = path[len(prefix) :]
             name = rest.split("/", 1)[0].split(":", 1)[0]
             return served if name == served else "unknown"
-    if path == "/v1/embeddings":
+    if path in OPENAI_INFERENCE:
         return served
     return ""
 
 
+OPENAI_INFERENCE = frozenset({"/v1/embeddings", "/v1/chat/completions", "/v1/completions"})
+
+
 def _is_inference(path: str) -> bool:
-    return path.endswith(("/infer", ":predict")) or path == "/v1/embeddings"
+    return path.endswith(("/infer", ":predict")) or path in OPENAI_INFERENCE
 
 
 def fast_routes(state: RuntimeState) -> dict[tuple[str, str], tuple[FastHandler, bool]]:

@@ -89,3 +89,52 @@ ERROR = {"description": "error", "content": {"application/json": {"schema": {"ty
 
 def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: ERROR for code in codes}
+
+
+_GEN_COMMON: dict[str, Any] = {
+    "model": {"type": "string"},
+    "max_tokens": {"type": "integer", "minimum": 1},
+    "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+    "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+    "stop": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+    "seed": {"type": "integer"},
+    "n": {"type": "integer", "enum": [1]},
+    "stream": {"type": "boolean"},
+    "stream_options": {
+        "type": "object",
+        "properties": {"include_usage": {"type": "boolean"}},
+    },
+    "user": {"type": "string"},
+}
+
+CHAT_COMPLETIONS = {
+    "type": "object",
+    "required": ["model", "messages"],
+    "properties": {
+        **_GEN_COMMON,
+        "max_completion_tokens": {"type": "integer", "minimum": 1},
+        "messages": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["role", "content"],
+                "properties": {
+                    "role": {
+                        "type": "string",
+                        "enum": ["system", "developer", "user", "assistant"],
+                    },
+                    "content": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+
+COMPLETIONS = {
+    "type": "object",
+    "required": ["model", "prompt"],
+    "properties": {
+        **_GEN_COMMON,
+        "prompt": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "integer"}}]},
+    },
+}

@@ -1,4 +1,6 @@
-"""OpenAI-compatible ``/v1/embeddings`` and ``/v1/models`` for embedding models.
+"""OpenAI-compatible routes: ``/v1/embeddings`` for embedding models, ``/v1/chat/completions``
+and ``/v1/completions`` for text generation models (handled in :mod:`berth_runtime.llm.api`),
+and ``/v1/models`` for both.
 
 ``encoding_format`` ``float`` returns lists of numbers; ``base64`` (what the official
 client asks for by default) returns little-endian float32 bytes, base64 encoded.
@@ -21,7 +23,13 @@ from starlette.responses import Response
 from berth_runtime.body import JSON, Reply, json_object, json_response, read_body, to_response
 from berth_runtime.codec_v2 import check_rows
 from berth_runtime.errors import BadRequest, ModelNotFound
-from berth_runtime.openapi import EMBEDDINGS, json_body, responses
+from berth_runtime.openapi import (
+    CHAT_COMPLETIONS,
+    COMPLETIONS,
+    EMBEDDINGS,
+    json_body,
+    responses,
+)
 from berth_runtime.state import RuntimeState
 
 
@@ -84,7 +92,7 @@ def build_router(state: RuntimeState) -> APIRouter:
     @router.get("/v1/models", responses=responses(401))
     async def list_models() -> Response:
         data = []
-        if state.model is not None and state.model.embedding:
+        if state.model is not None and (state.model.embedding or state.model.generative):
             data.append(
                 {"id": state.name, "object": "model", "created": created, "owned_by": "berth"}
             )
@@ -97,5 +105,25 @@ def build_router(state: RuntimeState) -> APIRouter:
     )
     async def embeddings(request: Request) -> Response:
         return to_response(await embeddings_reply(state, await read_body(request, limit)))
+
+    @router.post(
+        "/v1/chat/completions",
+        openapi_extra={"requestBody": json_body(CHAT_COMPLETIONS)},
+        responses=responses(400, 401, 404, 413, 429, 503, 504),
+    )
+    async def chat_completions(request: Request) -> Response:
+        from berth_runtime.llm import api
+
+        return await api.chat(state, request)
+
+    @router.post(
+        "/v1/completions",
+        openapi_extra={"requestBody": json_body(COMPLETIONS)},
+        responses=responses(400, 401, 404, 413, 429, 503, 504),
+    )
+    async def completions(request: Request) -> Response:
+        from berth_runtime.llm import api
+
+        return await api.completions(state, request)
 
     return router

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from berth_runtime.errors import ModelLoadError
 from berth_runtime.manifest import TensorSpec, inline_specs
 
-FORMATS = ("torchscript", "torch-export", "safetensors", "sentence-transformers")
+FORMATS = ("torchscript", "torch-export", "safetensors", "sentence-transformers", "transformers")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -94,6 +94,10 @@ class Settings:
     """Python logging level name."""
     access_log: bool = False
     """uvicorn access log; off by default because it costs throughput."""
+    max_model_len: int = 0
+    """transformers format: longest prompt + generation in tokens; 0 takes the model config's."""
+    kv_cache_tokens: int = 0
+    """transformers format: KV-cache size in tokens; 0 fits --max-batch-size full contexts."""
 
     def resolved_token(self) -> str | None:
         """The bearer token from the setting or its file, stripped; None when auth is off."""
@@ -148,6 +152,8 @@ _OPTIONS: tuple[tuple[str, str, str, type, str], ...] = (
     ("--grace-seconds", "grace_seconds", "BERTH_GRACE_SECONDS", float, "drain limit"),
     ("--pvc-root", "pvc_root", "BERTH_PVC_ROOT", str, "where pvc:// claims are mounted"),
     ("--log-level", "log_level", "BERTH_LOG_LEVEL", str, "logging level"),
+    ("--max-model-len", "max_model_len", "BERTH_MAX_MODEL_LEN", int, "LLM context, tokens"),
+    ("--kv-cache-tokens", "kv_cache_tokens", "BERTH_KV_CACHE_TOKENS", int, "LLM KV cache, tokens"),
 )
 _REQUIRED = ("model_uri", "format", "name")
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
@@ -257,6 +263,8 @@ def validate(s: Settings) -> None:
         ("--max-compression-ratio", s.max_compression_ratio >= 1),
         ("--grace-seconds", s.grace_seconds >= 0),
         ("--threads", s.threads is None or s.threads >= 1),
+        ("--max-model-len", s.max_model_len >= 0),
+        ("--kv-cache-tokens", s.kv_cache_tokens >= 0),
     )
     for flag, ok in checks:
         if not ok:

@@ -14,7 +14,8 @@ import torch
 
 from berth_runtime.batcher import Batcher
 from berth_runtime.device import choose_device, configure_threads
-from berth_runtime.errors import ModelNotFound, NotReady
+from berth_runtime.errors import BadRequest, ModelNotFound, NotReady
+from berth_runtime.llm.metrics import LlmMetrics
 from berth_runtime.metrics import Metrics
 from berth_runtime.models.base import ServedModel
 from berth_runtime.settings import Settings
@@ -72,7 +73,14 @@ class RuntimeState:
         self.max_rows = settings.max_rows
         self._loader = loader
         self._on_fatal = on_fatal
+        self.llm_metrics: LlmMetrics | None = None
+        if settings.format == "transformers":
+            self.llm_metrics = LlmMetrics(settings.name, self._engine)
+            self.metrics.registry.register(self.llm_metrics)
         self._load_task: asyncio.Task[None] | None = None
+
+    def _engine(self) -> object | None:
+        return getattr(self.model, "engine", None)
 
     def require(self, name: str) -> tuple[ServedModel, Batcher]:
         """The served model and its batcher, or 404 (other name) / 503 (not ready)."""
@@ -80,11 +88,29 @@ class RuntimeState:
             raise ModelNotFound(
                 f"model {name!r} is not served here; this server serves {self.name!r}"
             )
-        if not self.ready or self.model is None or self.batcher is None:
+        if not self.ready or self.model is None:
             if self.draining:
                 raise NotReady(f"model {name!r} is shutting down")
             raise NotReady(f"model {name!r} is still loading")
+        if self.batcher is None:  # a generative model has no tensor batcher
+            raise BadRequest(
+                f"model {name!r} generates text; use /v1/chat/completions or /v1/completions"
+            )
         return self.model, self.batcher
+
+    def require_generative(self, name: str) -> ServedModel:
+        """The served text generation model, or 404 (other name or kind) / 503 (not ready)."""
+        if name != self.name:
+            raise ModelNotFound(
+                f"model {name!r} is not served here; this server serves {self.name!r}"
+            )
+        if not self.ready or self.model is None:
+            if self.draining:
+                raise NotReady(f"model {name!r} is shutting down")
+            raise NotReady(f"model {name!r} is still loading")
+        if not self.model.generative:
+            raise ModelNotFound(f"model {name!r} is not a text generation model")
+        return self.model
 
     def begin_drain(self) -> None:
         """SIGTERM: readiness turns false at once; accepted requests still finish."""
@@ -117,6 +143,9 @@ class RuntimeState:
             return
         seconds = time.perf_counter() - started
         self.model = model
+        if model.generative:
+            self._ready(model, seconds)
+            return
         self.batcher = Batcher(
             model,
             self.metrics.model_metrics,
@@ -126,6 +155,10 @@ class RuntimeState:
             timeout_ms=s.timeout_ms,
         )
         self.batcher.start()
+        self._ready(model, seconds)
+
+    def _ready(self, model: ServedModel, seconds: float) -> None:
+        s = self.settings
         self.metrics.model_metrics.load_seconds.set(seconds)
         if not self.draining:
             self.ready = True
@@ -144,3 +177,5 @@ class RuntimeState:
             self._load_task.cancel()
         if self.batcher is not None:
             await self.batcher.stop()
+        if self.model is not None and self.model.generative:
+            await in_daemon_thread(self.model.close)

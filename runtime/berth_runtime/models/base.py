@@ -24,6 +24,8 @@ class ServedModel(ABC):
     outputs: tuple[TensorSpec, ...]
     embedding: bool = False
     """True for text embedding models (enables the OpenAI routes)."""
+    generative: bool = False
+    """True for text generation models (served by the OpenAI chat and completion routes)."""
     fixed_batch: int | None = None
     """Set when the model only accepts one batch size; such requests never share a pass."""
 
@@ -34,6 +36,10 @@ class ServedModel(ABC):
     @abstractmethod
     def warmup(self, max_batch_size: int) -> None:
         """Run representative passes and fill ``outputs``; raise on failure."""
+
+    def close(self) -> None:
+        """Release what the model holds beyond memory (threads); called once at shutdown."""
+        return None
 
     def metadata(self) -> dict[str, object]:
         """The OIP v2 model metadata body."""

@@ -43,6 +43,10 @@ def load_model(settings: Settings, device: torch.device) -> ServedModel:
 
         check_sentence_transformers_modules(path)
         return TextEmbeddingModel(settings.name, path, device, dtype)
+    if settings.format == "transformers":
+        from berth_runtime.llm.model import CausalLM
+
+        return CausalLM(settings, path, device, dtype)
     from berth_runtime.models import torch_models
 
     if settings.format == "torchscript":

@@ -5,9 +5,11 @@ namespace and model) and how the result vector becomes one value per (namespace,
 A new type is one module plus one line in `TYPES`.
 
 Two kinds of value:
-  total    (concurrency, rps, queueDepth, promql) the model's demand summed over its
-           replicas; the autoscaler wants total / target replicas.
-  average  (latencyP95, gpuUtilization) a value per ready replica; the autoscaler wants
+  total    (concurrency, rps, queueDepth, promql, waitingRequests, runningRequests) the
+           model's demand summed over its replicas; the autoscaler wants total / target
+           replicas.
+  average  (latencyP95, gpuUtilization, timeToFirstTokenP95) a value per ready replica;
+           the autoscaler wants
            ready x value / target replicas (HPA's ratio).
 """
 
@@ -105,7 +107,17 @@ def by_clause(labels: Labels) -> str:
 
 
 def registry() -> dict[str, MetricType]:
-    from . import concurrency, gpu_utilization, latency_p95, promql, queue_depth, rps
+    from . import (
+        concurrency,
+        gpu_utilization,
+        latency_p95,
+        promql,
+        queue_depth,
+        rps,
+        running_requests,
+        ttft_p95,
+        waiting_requests,
+    )
 
     types: list[MetricType] = [
         concurrency.Concurrency(),
@@ -114,6 +126,9 @@ def registry() -> dict[str, MetricType]:
         latency_p95.LatencyP95(),
         gpu_utilization.GpuUtilization(),
         promql.PromQL(),
+        waiting_requests.WaitingRequests(),
+        running_requests.RunningRequests(),
+        ttft_p95.TimeToFirstTokenP95(),
     ]
     return {t.name: t for t in types}
 
