@@ -86,6 +86,8 @@ bench: venv k8s prometheus node-deps
 	.venv/bin/berth bench runtime
 	.venv/bin/berth bench operator
 	.venv/bin/berth bench autoscale
+	.venv/bin/berth bench gateway
+	.venv/bin/berth bench llm
 
 bench-quick: venv
 	.venv/bin/berth bench runtime --quick

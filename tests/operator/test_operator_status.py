@@ -136,11 +136,19 @@ def test_conditions(m: Any, d: Any, pods: Any, invalid: Any, expected: Any) -> N
     ("gateway", "m", "url", "words"),
     [
         # no gateway: the Service's address; at zero, nothing wakes an autoscaled model
-        ("", md(replicas=0, autoscaling={"minReplicas": 0, "maxReplicas": 2}),
-         "http://m.ns.svc.cluster.local", "no gateway is configured"),
+        (
+            "",
+            md(replicas=0, autoscaling={"minReplicas": 0, "maxReplicas": 2}),
+            "http://m.ns.svc.cluster.local",
+            "no gateway is configured",
+        ),
         # a gateway: the model's address through it, and it wakes the model
-        ("http://gw.berth-system:8080/", md(replicas=0, autoscaling={"minReplicas": 0}),
-         "http://gw.berth-system:8080/ns/ns", "the gateway (http://gw.berth-system:8080/) holds"),
+        (
+            "http://gw.berth-system:8080/",
+            md(replicas=0, autoscaling={"minReplicas": 0}),
+            "http://gw.berth-system:8080/ns/ns",
+            "the gateway (http://gw.berth-system:8080/) holds",
+        ),
         # zero by hand, with a gateway: it wakes that one too
         ("http://gw", md(replicas=0), "http://gw/ns/ns", "spec.replicas is 0; the gateway"),
     ],
