@@ -41,11 +41,13 @@ if TYPE_CHECKING:
     from .cluster import DevCluster
 
 REPO = Path(__file__).resolve().parent.parent.parent
-RECIPE = "5"  # bump to rebuild the dependency and Berth layers
+RECIPE = "6"  # bump to rebuild the dependency and Berth layers
 DEBIAN_RECIPE = "3"  # bump to rebuild the Debian root filesystem
 # Locked packages the image leaves out: Triton (1 GB) compiles GPU kernels for
 # torch.compile and is never imported by `import torch` or the runtime on CPU.
 LEFT_OUT = ("triton",)
+# Optional extras of berth-runtime the image carries (object-store sources).
+EXTRAS = ("s3", "gcs")
 PAUSE_IMAGE = "localhost/berth/pause:1"
 RUNTIME_IMAGES = ("ghcr.io/berth-dev/berth-runtime:0.1.0", "localhost/berth/runtime:dev")
 DEBIAN_SUITE = "bookworm"
@@ -261,8 +263,9 @@ def build_runtime() -> tuple[Path, str]:
                 [_uv(), "venv", "--relocatable", "--python", "/usr/bin/python3.11", str(venv)], log
             )
             req = cache_dir() / f"requirements-{dkey}.txt"
+            # the s3 and gcs extras: boto3 / google-cloud-storage for s3:// and gs:// models
             _run([_uv(), "export", "--frozen", "--no-dev", "--package", "berth-runtime",
-                  "--no-emit-workspace", "--no-hashes",
+                  *(f"--extra={x}" for x in EXTRAS), "--no-emit-workspace", "--no-hashes",
                   *(f"--no-emit-package={p}" for p in LEFT_OUT),
                   "--project", str(REPO), "-o", str(req)], log)  # fmt: skip
             # --no-deps: the export is the whole pinned closure, less LEFT_OUT

@@ -75,3 +75,16 @@ def test_operator_image_labels_and_size(
     size_mb = archive.stat().st_size / 1e6
     print(f"\noperator image: {size_mb:.0f} MB (compressed layers)")
     assert size_mb < MAX_OPERATOR_MB
+
+
+@pytest.mark.integration
+def test_runtime_image_carries_the_object_store_clients() -> None:
+    """s3:// and gs:// models must load in a pod, not only in the test venv: the runtime
+    image's dependency layer holds boto3 and google-cloud-storage (the s3 and gcs extras)."""
+    from berth_dev import images
+
+    images.build_runtime()  # cached by content
+    listing = (images.cache_dir() / f"deps-{images.deps_key()}.files").read_text().split("\n")
+    site = "opt/berth/lib/python3.11/site-packages/"
+    for module in ("boto3/__init__.py", "google/cloud/storage/__init__.py", "torch/__init__.py"):
+        assert any(f.endswith(site + module) for f in listing), module
