@@ -42,6 +42,13 @@ def servers(llm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             [*base, "--max-batch-size", "1", "--max-queue", "1", "--timeout-ms", "500"],
             logs / "tight.log",
         ),
+        # one slot, one queue place and a long deadline: the 429 test must not race the
+        # deadline (with 500 ms, a loaded machine let the first request time out and free
+        # the queue before the third arrived)
+        "queue": Server(
+            [*base, "--max-batch-size", "1", "--max-queue", "1", "--timeout-ms", "60000"],
+            logs / "queue.log",
+        ),
     }
     try:
         for s in started.values():
@@ -60,6 +67,11 @@ def roomy(servers: dict[str, Server]) -> Server:
 @pytest.fixture(scope="module")
 def tight(servers: dict[str, Server]) -> Server:
     return servers["tight"]
+
+
+@pytest.fixture(scope="module")
+def queue(servers: dict[str, Server]) -> Server:
+    return servers["queue"]
 
 
 @pytest.fixture(scope="module")
@@ -271,9 +283,9 @@ def test_the_openai_client_sees_a_400(client: openai.OpenAI) -> None:
         client.chat.completions.create(model=NAME, messages=MESSAGES, presence_penalty=1.0)
 
 
-def test_a_full_queue_answers_429_with_retry_after(tight: Server) -> None:
+def test_a_full_queue_answers_429_with_retry_after(queue: Server) -> None:
     body = {"model": NAME, "prompt": "hello", "max_tokens": 480, "temperature": 0, "stream": True}
-    url = f"{tight.url}/v1/completions"
+    url = f"{queue.url}/v1/completions"
     with (
         httpx.Client(timeout=30) as http,
         http.stream("POST", url, json=body) as one,
