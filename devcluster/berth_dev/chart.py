@@ -62,6 +62,8 @@ def helm(
 def local_values(prometheus_url: str) -> dict[str, Any]:
     """Values for the local cluster: the operator on the real node (KWOK nodes run nothing)."""
     return {
+        # `make up` runs the gateway as a host process (127.0.0.1:8088): not a second one
+        "gateway": {"enabled": False},
         "operator": {
             "prometheusUrl": prometheus_url,
             "nodeSelector": {LOCAL_NODE_LABEL: "true"},

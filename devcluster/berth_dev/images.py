@@ -595,7 +595,8 @@ def _archive_digest(archive: Path) -> str:
 
 def runtime_wanted(env: dict[str, str] | None = None) -> bool:
     """BERTH_DEV_RUNTIME_IMAGE=0 leaves the 5.5 GB runtime image out of the node (for a
-    test run that starts no model, e.g. the chart tests); anything else keeps it."""
+    test run that starts no model and no in-cluster gateway; the chart tests import it
+    anyway, the chart's gateway runs it); anything else keeps it."""
     env = dict(os.environ) if env is None else env
     return env.get("BERTH_DEV_RUNTIME_IMAGE", "1") != "0"
 

@@ -25,6 +25,8 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,18 +36,20 @@ import pytest
 import yaml
 from install_helpers import CHART, Helm
 
+ON_THE_REAL_NODE = {
+    # no CPU request: on a reused `make up` cluster the examples hold the node's 2 CPUs
+    "resources": {"requests": {"cpu": "0", "memory": "64Mi"}},
+    "nodeSelector": {"berth.dev/local-node": "true"},
+    "tolerations": [{"key": "berth.dev/local-node", "operator": "Exists", "effect": "NoSchedule"}],
+}
 LOCAL_NODE = {
-    "operator": {
-        # no CPU request: on a reused `make up` cluster the examples hold the node's 2 CPUs
-        "resources": {"requests": {"cpu": "0", "memory": "64Mi"}},
-        "nodeSelector": {"berth.dev/local-node": "true"},
-        "tolerations": [
-            {"key": "berth.dev/local-node", "operator": "Exists", "effect": "NoSchedule"}
-        ],
-    }
+    "operator": ON_THE_REAL_NODE,
+    # the gateway (runtime image) on the real node too: one replica is enough here
+    "gateway": {**ON_THE_REAL_NODE, "replicas": 1},
 }
 RELEASE = "berth-it"
 OPERATOR = f"{RELEASE}-operator"  # fullname: the release name contains "berth"
+GATEWAY = f"{RELEASE}-gateway"
 
 # The documented least-privilege set (charts/berth/README.md): resource -> verbs.
 NAMESPACED = {
@@ -66,6 +70,13 @@ CLUSTER = {
     "scalingpolicies.serving.berth.dev/status": "get patch",
     "customresourcedefinitions.apiextensions.k8s.io": "get list watch",
     "namespaces": "list watch",
+}
+# The gateway's documented set (charts/berth/README.md), where it routes.
+GATEWAY_RULES = {
+    "modeldeployments.serving.berth.dev": "list watch",
+    "modeldeployments.serving.berth.dev/scale": "patch",
+    "endpointslices.discovery.k8s.io": "list watch",
+    "events": "create",
 }
 ROW = re.compile(r"^(\S+)\s+\[(.*?)\]\s+\[(.*?)\]\s+\[(.*?)\]\s*$")
 
@@ -165,7 +176,8 @@ def node_cluster(cluster: Any) -> Iterator[Any]:
 
     cluster.start_addons(Addons(node=True, prometheus=False, operator=False, examples=False))
     # a node started earlier in this session may hold an older operator image
-    ensure_imported(cluster, node_dir(cluster.paths.root) / "containerd.sock", runtime=False)
+    # and the runtime image: the chart's gateway runs it (imported once per node)
+    ensure_imported(cluster, node_dir(cluster.paths.root) / "containerd.sock", runtime=True)
     crds = sorted(str(p) for p in (CHART / "crds").glob("*.yaml"))
     kubectl(cluster, "apply", "--server-side", "--force-conflicts", *(f"-f={c}" for c in crds))
     from berth_dev.addons import in_cluster_operator_replicas
@@ -245,6 +257,7 @@ DRY_RUN_VALUES = [
     pytest.param({"rbac": {"scope": "namespaces"}}, id="namespaces"),
     pytest.param({"operator": {"replicas": 1, "leaderElection": {"enabled": False}}}, id="single"),
     pytest.param(LOCAL_NODE, id="local-node"),
+    pytest.param({"gateway": {"enabled": False}}, id="no-gateway"),
     # podMonitor.enabled is linted (test_chart_render) but not dry-run: this cluster has
     # no Prometheus Operator CRD for the API server to check it against
 ]
@@ -273,7 +286,8 @@ def test_cluster_mode_permissions_equal_the_documented_set(cluster: Any, helm: H
     ns = f"berth-rbac-{uuid.uuid4().hex[:5]}"
     create_namespace(cluster, ns)
     release = "rbac-c"
-    values = {"operator": {"replicas": 0}, "defaultScalingPolicy": {"create": False}}
+    values = {"operator": {"replicas": 0}, "gateway": {"replicas": 0},
+              "defaultScalingPolicy": {"create": False}}  # fmt: skip
     try:
         proc = helm("install", release, str(CHART), "--namespace", ns, "--values", "-",
                     kubeconfig=cluster.kubeconfig, stdin=json.dumps(values))  # fmt: skip
@@ -287,6 +301,15 @@ def test_cluster_mode_permissions_equal_the_documented_set(cluster: Any, helm: H
         for verb, what in (("get", "secrets"), ("delete", "deployments"), ("create", "pods"),
                            ("update", "clusterroles")):  # fmt: skip
             out = kubectl(cluster, "auth", "can-i", verb, what, f"--as={sa}", "-A", check=False)
+            assert out.strip() == "no", (verb, what)
+        # the gateway: reads models and endpoints everywhere, writes only /scale and Events
+        gw = f"system:serviceaccount:{ns}:{release}-berth-gateway"
+        assert granted(cluster, ns, gw, "default") == expected(GATEWAY_RULES)
+        assert granted(cluster, ns, gw, ns) == expected(GATEWAY_RULES)
+        for verb, what in (("get", "secrets"), ("patch", "modeldeployments"),
+                           ("update", "modeldeployments.serving.berth.dev/scale"),
+                           ("list", "pods"), ("delete", "events")):  # fmt: skip
+            out = kubectl(cluster, "auth", "can-i", verb, what, f"--as={gw}", "-A", check=False)
             assert out.strip() == "no", (verb, what)
     finally:
         helm("uninstall", release, "--namespace", ns, "--wait", kubeconfig=cluster.kubeconfig)
@@ -323,6 +346,56 @@ def test_in_cluster_operator_in_a_restricted_namespace_reconciles(
     out = kubectl(node_cluster, "auth", "can-i", "patch", "deployments", f"--as={sa}",
                   "-n", "default", check=False)  # fmt: skip
     assert out.strip() == "no"
+
+
+@pytest.mark.e2e
+def test_in_cluster_gateway_lists_models_through_its_cluster_ip(
+    node_cluster: Any, release: dict[str, Any]
+) -> None:
+    ns, models = release["ns"], release["models"]
+    t0 = time.monotonic()
+    pods = get_json(node_cluster, "pods", "-n", ns, "-l", "app.kubernetes.io/component=gateway")
+    assert len(pods["items"]) == 1  # helm install --wait: Ready already
+    pod = pods["items"][0]
+    assert pod["spec"]["nodeName"] == "local-node-0"  # the real node, not a KWOK one
+    assert pod["spec"]["serviceAccountName"] == GATEWAY
+    assert pod["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+    assert any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"]["conditions"])
+    # the labels each model's NetworkPolicy admits (operator settings.NetworkSettings)
+    assert pod["metadata"]["labels"]["app.kubernetes.io/name"] == "berth"
+    assert pod["metadata"]["labels"]["app.kubernetes.io/component"] == "gateway"
+    kubectl(node_cluster, "apply", "-f", "-", stdin=json.dumps(model_doc("gw-listed", models)))
+    ip = get_json(node_cluster, "service", GATEWAY, "-n", ns)["spec"]["clusterIP"]
+
+    def listed(path: str) -> list[dict[str, Any]] | None:
+        # from the host through kube-proxy's rules to the gateway pod on the real node
+        try:
+            with urllib.request.urlopen(f"http://{ip}{path}", timeout=5) as resp:
+                assert resp.status == 200
+                body = json.loads(resp.read())
+        except (urllib.error.URLError, OSError):
+            return None
+        assert body["object"] == "list"
+        data = [m for m in body["data"] if m["namespace"] == models]
+        return data if any(m["id"] == "gw-listed" for m in data) else None
+
+    data = wait_for("gw-listed in GET /v1/models", lambda: listed("/v1/models"), timeout=60)
+    row = next(m for m in data if m["id"] == "gw-listed")
+    assert row["ready"] is False  # replicas 0: no endpoint, listed all the same
+    assert row["path_prefix"] == f"/ns/{models}"
+    assert listed(f"/ns/{models}/v1/models")
+    # the operator writes status.url through the gateway's Service
+    url = f"http://{GATEWAY}.{ns}.svc/ns/{models}"
+    wait_for("status.url through the gateway", lambda: (get_json(
+        node_cluster, "md", "gw-listed", "-n", models).get("status") or {}).get("url") == url)  # fmt: skip
+    # it may read and wake models only where the release serves them
+    sa = f"system:serviceaccount:{ns}:{GATEWAY}"
+    assert granted(node_cluster, ns, sa, models) == expected(GATEWAY_RULES)
+    assert granted(node_cluster, ns, sa, "default") == set()
+    assert granted(node_cluster, ns, sa, ns) == set()
+    # the module's later tests count the models namespace's ModelDeployments: leave none
+    kubectl(node_cluster, "delete", "md", "gw-listed", "-n", models, "--timeout=120s")
+    print(f"\ngateway listed the model {time.monotonic() - t0:.1f}s after install")
 
 
 @pytest.mark.e2e

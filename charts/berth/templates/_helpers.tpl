@@ -64,6 +64,64 @@ app.kubernetes.io/component: operator
 {{- printf "%s:%s" .Values.operator.image.repository (default .Chart.AppVersion .Values.operator.image.tag) }}
 {{- end }}
 
+{{/* The gateway: names, selector, image, Service URL. */}}
+{{- define "berth.gateway.fullname" -}}
+{{- printf "%s-gateway" (include "berth.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The gateway's selector (stable across upgrades). app.kubernetes.io/name and
+component=gateway are what each model's NetworkPolicy admits (the operator's
+BERTH_OPERATOR_NETWORK_GATEWAY_LABELS, set from here). */}}
+{{- define "berth.gateway.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "berth.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: gateway
+{{- end }}
+
+{{- define "berth.gateway.labels" -}}
+{{ include "berth.labels" . }}
+app.kubernetes.io/component: gateway
+{{- end }}
+
+{{- define "berth.gateway.serviceAccountName" -}}
+{{- if .Values.gateway.serviceAccount.create }}
+{{- default (include "berth.gateway.fullname" .) .Values.gateway.serviceAccount.name }}
+{{- else }}
+{{- required "gateway.serviceAccount.name is required when gateway.serviceAccount.create is false" .Values.gateway.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "berth.gateway.image" -}}
+{{- printf "%s:%s" .Values.gateway.image.repository (default .Chart.AppVersion .Values.gateway.image.tag) }}
+{{- end }}
+
+{{/* In-cluster base URL of the gateway (the operator's status.url prefix). */}}
+{{- define "berth.gateway.url" -}}
+{{- $port := int .Values.gateway.service.port }}
+{{- printf "http://%s.%s.svc%s" (include "berth.gateway.fullname" .) .Release.Namespace (ternary "" (printf ":%d" $port) (eq $port 80)) }}
+{{- end }}
+
+{{/* The rules the gateway needs where it routes (rbac.yaml: a ClusterRole or a Role per
+served namespace). */}}
+{{- define "berth.gateway.rules" -}}
+# discovery: served names, replicas, minReplicas, the hold-deadline annotation
+- apiGroups: [serving.berth.dev]
+  resources: [modeldeployments]
+  verbs: [list, watch]
+# endpoints: the EndpointSlices of each model's Service (ready, not terminating)
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [list, watch]
+# scale from zero: replicas only through the scale subresource
+- apiGroups: [serving.berth.dev]
+  resources: [modeldeployments/scale]
+  verbs: [patch]
+# the WokenByGateway Event on the ModelDeployment
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+{{- end }}
+
 {{/* Checks that span several values (the schema checks each value alone). */}}
 {{- define "berth.validate" -}}
 {{- if and (gt (int .Values.operator.replicas) 1) (not .Values.operator.leaderElection.enabled) }}
