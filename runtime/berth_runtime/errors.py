@@ -100,6 +100,13 @@ class DeadlineExceeded(BerthError):
     kind = "timeout_error"
 
 
+class UpstreamFailed(BerthError):
+    """The gateway's hop to the model's endpoint failed before an answer (502)."""
+
+    status = 502
+    kind = "unavailable_error"
+
+
 class InternalError(BerthError):
     """Something failed on our side; the body carries an id to find the log line (500)."""
 

@@ -8,46 +8,14 @@ import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
-import yaml
+from kube_helpers import LOCAL_NODE, apply, kget, wait_for  # noqa: F401 (re-exported)
 
-T = TypeVar("T")
-LOCAL_NODE = {
-    "nodeSelector": {"berth.dev/local-node": "true"},
-    "tolerations": [{"key": "berth.dev/local-node", "operator": "Exists", "effect": "NoSchedule"}],
-}
 CNN_BODY = json.dumps({"inputs": [{"name": "input__0", "datatype": "FP32",
                                    "shape": [1, 3, 32, 32], "data": [0.5] * 3072}]})  # fmt: skip
-
-
-def wait_for(fn: Callable[[], T], timeout: float, what: str, interval: float = 0.25) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        last = fn()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"timed out after {timeout:.0f}s waiting for {what}; last={last!r}"
-            )
-        time.sleep(interval)
-
-
-def kget(cluster: Any, kind: str, name: str, ns: str) -> Any:
-    proc = cluster.kubectl("get", kind, name, "-n", ns, "-o", "json", check=False)
-    if proc.returncode != 0:
-        if "NotFound" in proc.stderr:
-            return None
-        raise AssertionError(proc.stderr)
-    return json.loads(proc.stdout)
-
-
-def apply(cluster: Any, manifest: dict[str, Any], ns: str | None = None) -> None:
-    cluster.kubectl("apply", *(["-n", ns] if ns else []), "-f", "-", input=yaml.safe_dump(manifest))
 
 
 def model(name: str, annotations: dict[str, str] | None = None, **spec: Any) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from berth_runtime.errors import (
     NotReady,
     Overloaded,
     PayloadTooLarge,
+    UpstreamFailed,
     error_body,
 )
 from berth_runtime.gateway import paths, routing, upstream
@@ -65,20 +66,6 @@ HOP_BY_HOP = frozenset(
 RESPONSE_DROP = HOP_BY_HOP | {b"date"}
 COLD_HEADER = b"berth-cold-start"
 REWAKE_AFTER = 10.0  # seconds: a model still at zero with requests held is woken again
-
-
-class UpstreamFailed(BerthError):
-    """The model's endpoint failed before answering (502)."""
-
-    status = 502
-    kind = "unavailable_error"
-
-
-class ModelGone(BerthError):
-    """The ModelDeployment was deleted while the request waited (404)."""
-
-    status = 404
-    kind = "not_found_error"
 
 
 class ClientGone(Exception):
@@ -264,7 +251,7 @@ class Gateway:
         self.metrics.waited(key, waited)
         if hold.gone:
             self.metrics.answered(key, 404)
-            raise ModelGone(f"model {model.served!r} was deleted while the request waited")
+            raise ModelNotFound(f"model {model.served!r} was deleted while the request waited")
         fresh = routing.resolve(self.table, model.served, model.namespace, model.namespace)
         if isinstance(fresh, routing.NotFound) or not fresh.route.endpoints:
             self.metrics.answered(key, 503)
