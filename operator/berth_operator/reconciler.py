@@ -18,6 +18,7 @@ from typing import Any, cast
 import kopf
 
 from berth_operator import builders, status
+from berth_operator.autoscaling.policy import HOLD_ANNOTATION
 from berth_operator.errors import ApplyError, ForeignObject, NamespaceTerminating, RenderError
 from berth_operator.kube import Kube
 from berth_operator.settings import Settings
@@ -40,7 +41,7 @@ def now() -> str:
 def plain_md(body: Mapping[str, Any]) -> dict[str, Any]:
     """The parts of a ModelDeployment body the operator uses, as plain dicts."""
     meta = body.get("metadata") or {}
-    return {
+    out: dict[str, Any] = {
         "apiVersion": builders.API_VERSION,
         "kind": builders.KIND,
         "metadata": {
@@ -53,6 +54,10 @@ def plain_md(body: Mapping[str, Any]) -> dict[str, Any]:
         "spec": _copy(body.get("spec") or {}),
         "status": _copy(body.get("status") or {}),
     }
+    hold = (meta.get("annotations") or {}).get(HOLD_ANNOTATION)
+    if hold is not None:  # the only annotation the operator reads (status.autoscaling.hold)
+        out["metadata"]["annotations"] = {HOLD_ANNOTATION: str(hold)}
+    return out
 
 
 def plain_child(body: Mapping[str, Any]) -> dict[str, Any]:

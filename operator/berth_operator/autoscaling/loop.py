@@ -358,6 +358,9 @@ class Autoscaler:
         }
         if key in self._last_scale:
             block["lastScaleTime"] = self._last_scale[key]
+        hold = pol.hold(md["spec"], (md.get("metadata") or {}).get("annotations") or {}, policy)
+        if hold:  # read by the gateway (model > policy > the gateway's default)
+            block["hold"] = hold
         if value is None:
             del block["value"]
         significant = (

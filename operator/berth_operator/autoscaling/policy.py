@@ -4,6 +4,11 @@ A model names its policy in `spec.autoscaling.policyRef.name` (the CRD defaults 
 `default`). A policy that exists is used as written; the name `default` that does not
 exist means the built-in defaults below; any other name that does not exist is
 `PolicyNotFound` and the autoscaler holds the model's replicas.
+
+`hold()` resolves how the gateway holds requests for a model at zero (published in
+`status.autoscaling.hold`, which the gateway reads): the model's own deadline
+(`spec.autoscaling.holdDeadlineSeconds`, else the annotation HOLD_ANNOTATION) before its
+policy's `scaleFromZero`; what neither sets is left out (the gateway's own setting).
 """
 
 from __future__ import annotations
@@ -12,7 +17,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from berth_operator.builders import parse_quantity
+
 DEFAULT_NAME = "default"
+HOLD_ANNOTATION = "serving.berth.dev/hold-deadline-seconds"  # the gateway reads it too
+MAX_HOLD_SECONDS = 3600
 BUILTIN = "built-in defaults"
 
 
@@ -43,6 +52,10 @@ class Policy:
     fallback_replicas: int | None = None
     # Consecutive ticks without data before the fallback floor applies.
     fallback_after_ticks: int = 3
+    # scaleFromZero: the gateway's hold for a model at zero (None: the gateway's setting).
+    hold_deadline_seconds: int | None = None
+    max_held_requests: int | None = None
+    max_held_bytes: int | None = None
 
 
 def from_object(obj: Mapping[str, Any]) -> Policy:
@@ -52,6 +65,7 @@ def from_object(obj: Mapping[str, Any]) -> Policy:
     rates = spec.get("rates") or {}
     idle = spec.get("idleToZero") or {}
     fallback = spec.get("fallback") or {}
+    wake = spec.get("scaleFromZero") or {}
     base = Policy()
     return Policy(
         name=str((obj.get("metadata") or {}).get("name") or BUILTIN),
@@ -70,7 +84,55 @@ def from_object(obj: Mapping[str, Any]) -> Policy:
             int(fallback["replicas"]) if fallback.get("replicas") is not None else None
         ),
         fallback_after_ticks=int(fallback.get("afterFailedTicks", base.fallback_after_ticks)),
+        hold_deadline_seconds=_int(wake.get("holdDeadlineSeconds")),
+        max_held_requests=_int(wake.get("maxHeldRequests")),
+        max_held_bytes=_bytes(wake.get("maxHeldBytes")),
     )
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if value is not None else None
+
+
+def _bytes(value: Any) -> int | None:
+    """A quantity ("16Mi", 1048576) -> whole bytes; None when unset or not a quantity
+    (the schema refuses those; an object written before the schema had it stays unset)."""
+    parsed = parse_quantity(value) if value is not None else None
+    return int(parsed) if parsed is not None and parsed > 0 else None
+
+
+def model_hold_seconds(
+    spec: Mapping[str, Any], annotations: Mapping[str, Any]
+) -> int | float | None:
+    """The model's own hold deadline: spec.autoscaling.holdDeadlineSeconds, else the
+    annotation (seconds in (0, 3600]; anything else is ignored, as the gateway does)."""
+    raw = (spec.get("autoscaling") or {}).get("holdDeadlineSeconds")
+    if raw is None:
+        raw = annotations.get(HOLD_ANNOTATION)
+    try:
+        seconds = float(str(raw)) if raw is not None else None
+    except ValueError:
+        return None
+    if seconds is None or not 0 < seconds <= MAX_HOLD_SECONDS:
+        return None
+    return int(seconds) if seconds.is_integer() else seconds
+
+
+def hold(
+    spec: Mapping[str, Any], annotations: Mapping[str, Any], policy: Policy | None
+) -> dict[str, Any]:
+    """status.autoscaling.hold: model > policy; a key left out is the gateway's default."""
+    out: dict[str, Any] = {}
+    own = model_hold_seconds(spec, annotations)
+    if own is not None:
+        out.update(deadlineSeconds=own, deadlineFrom="model")
+    elif policy is not None and policy.hold_deadline_seconds is not None:
+        out.update(deadlineSeconds=policy.hold_deadline_seconds, deadlineFrom="policy")
+    if policy is not None and policy.max_held_requests is not None:
+        out["maxRequests"] = policy.max_held_requests
+    if policy is not None and policy.max_held_bytes is not None:
+        out["maxBytes"] = policy.max_held_bytes
+    return out
 
 
 def policy_name(spec: Mapping[str, Any]) -> str:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 ANY_NAMESPACE = "*"
 HOLD_ANNOTATION = "serving.berth.dev/hold-deadline-seconds"
+MAX_HOLD_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,11 @@ class ModelInfo:
     served: str  # spec.model.name or metadata.name: what requests ask for
     replicas: int = 1  # spec.replicas (what /scale says now)
     min_replicas: int = 0  # spec.autoscaling.minReplicas (0 without autoscaling)
-    hold_seconds: float | None = None  # per-model hold deadline (annotation), None: default
+    # The hold at zero (None: the gateway's setting): the model's own deadline, else its
+    # ScalingPolicy's as the operator publishes it (hold_limits() below).
+    hold_seconds: float | None = None
+    hold_max_requests: int | None = None  # the policy's cap (it only lowers the gateway's)
+    hold_max_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -74,25 +79,57 @@ class Table:
         return [self.routes[k] for k in sorted(self.routes)]
 
 
+def _seconds(raw: object) -> float | None:
+    """A hold deadline in (0, 3600] seconds, or None (absent or bad: the next level)."""
+    if raw is None or isinstance(raw, bool):
+        return None
+    try:
+        value = float(str(raw))
+    except ValueError:
+        return None  # a bad annotation falls through to the next level
+    return value if 0 < value <= MAX_HOLD_SECONDS else None
+
+
+def _positive(raw: object) -> int | None:
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or raw <= 0:
+        return None
+    return int(raw)
+
+
+def hold_limits(
+    spec_seconds: object, annotation: object, published: Mapping[str, object]
+) -> tuple[float | None, int | None, int | None]:
+    """(deadline, max requests, max bytes) of one model; None: the gateway's setting.
+
+    The deadline: the model's spec.autoscaling.holdDeadlineSeconds, else its annotation
+    HOLD_ANNOTATION, else what the operator published from the model's ScalingPolicy
+    (status.autoscaling.hold.deadlineSeconds). The caps come from the policy only."""
+    seconds = _seconds(spec_seconds)
+    if seconds is None:
+        seconds = _seconds(annotation)
+    if seconds is None:
+        seconds = _seconds(published.get("deadlineSeconds"))
+    return seconds, _positive(published.get("maxRequests")), _positive(published.get("maxBytes"))
+
+
 def model_info(md: Mapping[str, object]) -> ModelInfo:
     """A ModelDeployment body -> ModelInfo (missing fields take the API's defaults)."""
     meta = md.get("metadata") or {}
     spec = md.get("spec") or {}
+    status = md.get("status") or {}
     assert isinstance(meta, Mapping) and isinstance(spec, Mapping)
     model = spec.get("model") or {}
     scaling = spec.get("autoscaling") or {}
     annotations = meta.get("annotations") or {}
     assert isinstance(model, Mapping) and isinstance(scaling, Mapping)
     assert isinstance(annotations, Mapping)
-    hold: float | None = None
-    raw = annotations.get(HOLD_ANNOTATION)
-    if raw is not None:
-        try:
-            hold = float(str(raw))
-        except ValueError:
-            hold = None  # a bad annotation keeps the default (discovery logs it)
-        if hold is not None and not 0 < hold <= 3600:
-            hold = None
+    scaler = status.get("autoscaling") if isinstance(status, Mapping) else None
+    published = scaler.get("hold") if isinstance(scaler, Mapping) else None
+    hold, max_requests, max_bytes = hold_limits(
+        scaling.get("holdDeadlineSeconds"),
+        annotations.get(HOLD_ANNOTATION),
+        published if isinstance(published, Mapping) else {},
+    )
     name = str(meta.get("name", ""))
     return ModelInfo(
         namespace=str(meta.get("namespace", "")),
@@ -101,6 +138,8 @@ def model_info(md: Mapping[str, object]) -> ModelInfo:
         replicas=int(str(spec.get("replicas", 1))),
         min_replicas=int(str(scaling.get("minReplicas", 0))) if scaling else 0,
         hold_seconds=hold,
+        hold_max_requests=max_requests,
+        hold_max_bytes=max_bytes,
     )
 
 

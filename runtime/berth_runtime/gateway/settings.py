@@ -22,12 +22,16 @@ class GatewaySettings:
     namespaces: str = ""
     # Namespace an unprefixed path resolves in; "*": any namespace whose name is unique.
     default_namespace: str = "default"
-    # Seconds a request waits for a model scaling from zero (annotation
-    # serving.berth.dev/hold-deadline-seconds overrides it per model).
+    # Seconds a request waits for a model scaling from zero. A model's ScalingPolicy
+    # (scaleFromZero.holdDeadlineSeconds) overrides it, and the model's own
+    # spec.autoscaling.holdDeadlineSeconds or annotation serving.berth.dev/hold-deadline-seconds
+    # overrides both (routing.hold_limits).
     hold_seconds: float = 60.0
-    # Requests held at once per model; more get 429 with Retry-After.
+    # Requests held at once per model; more get 429 with Retry-After. A policy's
+    # scaleFromZero.maxHeldRequests can lower it for its models, not raise it.
     hold_max_requests: int = 1000
-    # Body bytes held at once per model (held bodies sit in memory); more get 429.
+    # Body bytes held at once per model (held bodies sit in memory); more get 429. A
+    # policy's scaleFromZero.maxHeldBytes can lower it for its models, not raise it.
     hold_max_bytes: int = 64 * 1024 * 1024
     # Largest request body (bytes) read whole: OpenAI bodies (the model is in the JSON)
     # and held bodies; a larger one gets 413. Bodies forwarded at once stream unbounded.
