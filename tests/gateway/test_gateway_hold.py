@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from berth_runtime.gateway.routing import HOLD_ANNOTATION
 from gateway_helpers import CNN_BODY, apply, kget, metric, model, wait_for
 
@@ -105,3 +106,62 @@ def test_hold_limits_errors_and_cleanup(
     ready = next(x for x in st["conditions"] if x["type"] == "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "ScaledToZero")
     assert "gateway" in ready["message"] and "scales the model up" in ready["message"]
+
+
+def test_policy_hold_deadline_and_cap_applied_by_the_gateway(
+    gateway_stack: Any, private_gateway: Any, namespace: str
+) -> None:
+    """A ScalingPolicy's scaleFromZero reaches the gateway through status.autoscaling.hold
+    (the operator resolves it): its short deadline gives 503 + Retry-After, its cap 429;
+    the model's own holdDeadlineSeconds then takes precedence."""
+    c, ns = gateway_stack, namespace
+    name = f"hold-{ns}"[:63]
+    c.kubectl("apply", "-f", "-", input=yaml.safe_dump({
+        "apiVersion": "serving.berth.dev/v1alpha1", "kind": "ScalingPolicy",
+        "metadata": {"name": name, "labels": {"berth.dev/test": "true"}},
+        "spec": {"scaleFromZero": {"holdDeadlineSeconds": 2, "maxHeldRequests": 1}},
+    }))  # fmt: skip
+    try:
+        scaling = {"minReplicas": 0, "maxReplicas": 1, "policyRef": {"name": name}}
+        apply(c, model("pol", replicas=0, model=FAKE, autoscaling=scaling), ns)
+
+        def hold() -> Any:
+            md = kget(c, "md", "pol", ns) or {}
+            return ((md.get("status") or {}).get("autoscaling") or {}).get("hold")
+
+        published = wait_for(hold, 60, "status.autoscaling.hold from the policy")
+        assert published == {"deadlineSeconds": 2, "deadlineFrom": "policy", "maxRequests": 1}
+        # the gateway's own default is 60 s and 1000 requests: only the policy says 2 s and 1
+        gw = private_gateway(namespaces=ns, wake="false", retry_after_seconds=4)
+        wait_for(lambda: "pol" in listed(gw, ns), 30, "the gateway listing the model")
+        url = f"{gw}/ns/{ns}/v2/models/pol/infer"
+
+        def infer() -> httpx.Response:
+            return httpx.post(url, content=CNN_BODY, headers=JSON, timeout=30)
+
+        labels = {"namespace": ns, "modeldeployment": "pol"}
+        with ThreadPoolExecutor(2) as pool:
+            t0 = time.monotonic()
+            first = pool.submit(infer)
+            wait_for(lambda: metric(gw, "berth_gateway_requests_held", **labels) == 1, 10,
+                     "one request held")  # fmt: skip
+            over = infer()  # the policy's cap of one
+            assert over.status_code == 429 and over.headers["retry-after"] == "4", over.text
+            assert "cap 1" in over.json()["error"]
+            r = first.result()
+            took = time.monotonic() - t0
+        assert r.status_code == 503 and r.headers["retry-after"] == "4", r.text
+        assert "is starting" in r.json()["error"] and "deadline of 2 s" in r.json()["error"]
+        assert 1.5 <= took < 10, took
+
+        # the model's own deadline wins over its policy's (the cap stays the policy's)
+        c.kubectl("patch", "md", "pol", "-n", ns, "--type=merge",
+                  "-p", '{"spec": {"autoscaling": {"holdDeadlineSeconds": 4}}}')  # fmt: skip
+        wait_for(lambda: (hold() or {}).get("deadlineFrom") == "model", 60, "the model's own")
+        t0 = time.monotonic()
+        r = infer()
+        took = time.monotonic() - t0
+        assert r.status_code == 503 and "deadline of 4 s" in r.json()["error"], r.text
+        assert 3.5 <= took < 12, took
+    finally:
+        c.kubectl("delete", "scalingpolicy", name, "--wait=false", check=False)

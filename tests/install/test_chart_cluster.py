@@ -399,6 +399,90 @@ def test_in_cluster_gateway_lists_models_through_its_cluster_ip(
 
 
 @pytest.mark.e2e
+def test_in_cluster_gateway_wakes_a_model_at_zero(
+    node_cluster: Any, release: dict[str, Any]
+) -> None:
+    """A request through the chart's gateway (its ClusterIP, not a host process) for a
+    model at zero: the gateway patches /scale under its own ServiceAccount, the in-cluster
+    operator starts a real runtime pod on the real node, the held request succeeds, and
+    the gateway's WokenByGateway Event is there."""
+    import warnings
+
+    from berth_dev.examples import claim_manifests
+    from berth_dev.weights import write_cnn
+
+    ns, models = release["ns"], release["models"]
+    weights = Path(node_cluster.paths.root) / "pvc" / models / "models"
+    weights.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():  # torch.jit.script's deprecation notice
+        warnings.simplefilter("ignore", FutureWarning)
+        write_cnn(weights)
+    pv = f"berth-wake-{models}"[:60]
+    kubectl(node_cluster, "apply", "-f", "-", stdin=claim_manifests(models, weights, pv))
+    doc = {
+        "apiVersion": "serving.berth.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        # the runtime container's start can take over the default 60 s on a busy machine
+        "metadata": {"name": "gw-wake", "namespace": models,
+                     "annotations": {"serving.berth.dev/hold-deadline-seconds": "300"}},
+        "spec": {
+            "model": {"uri": "pvc://models/small-cnn", "format": "torchscript"},
+            "replicas": 0,
+            # no CPU limit is set: a small request fits beside a `make up` cluster's examples
+            "resources": {"cpu": "10m", "memory": "1Gi"},
+            "scheduling": {k: ON_THE_REAL_NODE[k] for k in ("nodeSelector", "tolerations")},
+        },
+    }  # fmt: skip
+    ip = get_json(node_cluster, "service", GATEWAY, "-n", ns)["spec"]["clusterIP"]
+    body = json.dumps({"inputs": [{"name": "input__0", "datatype": "FP32",
+                                   "shape": [1, 3, 32, 32], "data": [0.5] * 3072}]}).encode()  # fmt: skip
+    try:
+        kubectl(node_cluster, "apply", "-f", "-", stdin=json.dumps(doc))
+
+        def listed() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://{ip}/ns/{models}/v1/models", timeout=5) as r:
+                    return any(m["id"] == "gw-wake" for m in json.loads(r.read())["data"])
+            except (urllib.error.URLError, OSError):
+                return False
+
+        wait_for("gw-wake listed by the in-cluster gateway", listed, timeout=60)
+        assert get_json(node_cluster, "md", "gw-wake", "-n", models)["spec"]["replicas"] == 0
+        t0 = time.monotonic()
+        req = urllib.request.Request(
+            f"http://{ip}/ns/{models}/v2/models/gw-wake/infer", data=body, method="POST",
+            headers={"content-type": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(req, timeout=320) as resp:
+            assert resp.status == 200
+            out = json.loads(resp.read())
+            cold = resp.headers.get("Berth-Cold-Start")
+        took = time.monotonic() - t0
+        assert out["outputs"][0]["shape"] == [1, 10], out
+        assert cold is not None and float(cold) > 0  # the request met the cold start
+        md = get_json(node_cluster, "md", "gw-wake", "-n", models)
+        assert md["spec"]["replicas"] == 1  # max(1, minReplicas), written through /scale
+        pods = get_json(node_cluster, "pods", "-n", models, "-l",
+                        "app.kubernetes.io/instance=gw-wake")["items"]  # fmt: skip
+        assert [p["spec"]["nodeName"] for p in pods] == ["local-node-0"]  # a real container
+        events = [e for e in get_json(node_cluster, "events", "-n", models)["items"]
+                  if e["involvedObject"]["name"] == "gw-wake"
+                  and e["reason"] == "WokenByGateway"]  # fmt: skip
+        assert len(events) == 1, events
+        assert events[0]["source"]["component"] == "berth-gateway"
+        assert "scaled from 0 to 1" in events[0]["message"]
+        print(f"\nwoken through the in-cluster gateway: first response after {took:.1f}s "
+              f"(Berth-Cold-Start {cold})")  # fmt: skip
+    finally:
+        # the module's later tests count the models namespace's ModelDeployments: leave none
+        kubectl(node_cluster, "delete", "md", "gw-wake", "-n", models, "--timeout=120s",
+                check=False)  # fmt: skip
+        kubectl(node_cluster, "delete", "pvc", "models", "-n", models, "--wait=false",
+                check=False)  # fmt: skip
+        kubectl(node_cluster, "delete", "pv", pv, "--wait=false", check=False)
+
+
+@pytest.mark.e2e
 def test_killing_the_active_replica_during_a_churn_of_50_models(
     node_cluster: Any, release: dict[str, Any]
 ) -> None:
