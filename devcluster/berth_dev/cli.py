@@ -157,11 +157,13 @@ def install_external(server: str, values: list[Path], release: str, namespace: s
     except chart.ChartError as err:
         print(f"berth dev up: {err}", file=sys.stderr)
         return 1
-    print(
-        f"berth dev: Berth installed in {seconds:.0f}s.\n"
-        f"  kubectl -n {namespace} get pods\n"
-        "  kubectl apply -f examples/minilm-cpu.yaml"
+    print(f"berth dev: Berth installed in {seconds:.0f}s.")
+    # the chart's NOTES: what was installed and the gateway's address (in the cluster, and
+    # from here with a port-forward), through which every model is reached
+    notes = chart.helm(
+        ["get", "notes", release, "--namespace", namespace], os.environ["KUBECONFIG"], check=False
     )
+    print(notes.stdout.strip() if notes.returncode == 0 else f"  kubectl -n {namespace} get pods")
     return 0
 
 

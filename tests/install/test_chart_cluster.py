@@ -614,6 +614,9 @@ def test_berth_dev_up_with_a_reachable_kubeconfig_installs_the_chart(
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "KUBECONFIG already names a reachable cluster" in proc.stdout
         assert "Berth installed in" in proc.stdout
+        # it prints the gateway's address (the chart's NOTES), through which models are reached
+        assert f"http://berth-ext-gateway.{ns}.svc" in proc.stdout, proc.stdout
+        assert "port-forward service/berth-ext-gateway 8088:80" in proc.stdout, proc.stdout
         assert not (tmp_path / "dev" / "state.json").exists()  # no local cluster started
         wait_for(
             "the operator running",

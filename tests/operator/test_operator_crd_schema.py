@@ -74,9 +74,10 @@ def test_scalingpolicy_is_cluster_scoped() -> None:
     crd = load("scalingpolicies.serving.berth.dev")["spec"]
     assert crd["scope"] == "Cluster"
     spec = crd["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
-    # the original four fields stay (backward compatible); tolerance and fallback were added
+    # the original four fields stay (backward compatible); tolerance, fallback and
+    # scaleFromZero (the gateway's hold) were added
     assert set(spec) == {"windows", "panicThreshold", "rates", "idleToZero", "tolerance",
-                         "fallback"}  # fmt: skip
+                         "fallback", "scaleFromZero"}  # fmt: skip
     version = crd["versions"][0]
     assert version["subresources"] == {"status": {}}
     columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
