@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,12 @@ def test_make_up_then_down_leaves_nothing(tmp_path: Path) -> None:
         for name in ("kube-apiserver", "prometheus", "berth-operator", "berth-gateway"):
             assert comps[name]["state"] == "running", comps
             assert comps[name]["url"], name
+        # make up prints the gateway's address, and every example answers through it
+        gateway = comps["berth-gateway"]["url"]
+        assert f"Gateway: {gateway}" in out and f"curl -s {gateway}/v1/embeddings" in out
+        with urllib.request.urlopen(f"{gateway}/v1/models", timeout=10) as resp:
+            listed = json.loads(resp.read())["data"]
+        assert {m["id"] for m in listed if m["ready"]} >= {"minilm", "small-cnn", "tiny-chat"}
         state = json.loads((root / "state.json").read_text())
         ours = set(state["ports"].values())
         ours |= {int(u.rsplit(":", 1)[1].split("/")[0]) for u in state.get("urls", {}).values()}
