@@ -6,6 +6,9 @@
 - `helm install` into a namespace that enforces the `restricted` Pod Security level: the
   operator runs in-cluster (operator image, its own ServiceAccount token) and reconciles
   a ModelDeployment; two replicas, one active through a Lease;
+- the chart's gateway (a Deployment on the real node) lists models through its ClusterIP
+  and wakes a model at zero: a real runtime pod starts, the held request is answered, and
+  the gateway's WokenByGateway Event is there;
 - killing the active replica during a churn of 50 ModelDeployments: the standby takes
   over, every model converges, no duplicate or orphaned child;
 - `helm upgrade` to a new chart version with a changed value (the pre-upgrade Job
