@@ -153,6 +153,17 @@ def test_gateway_demand_refreshes_the_idle_clock() -> None:
     assert d.replicas == 1, d.reason
 
 
+def test_a_model_still_loading_is_not_idle() -> None:
+    # its first pod loads for longer than idleAfterSeconds, with no request: no zero until
+    # a replica has been ready (and idle) for the whole window
+    zero_ok = replace(T, min_replicas=0)
+    loading = replace(steady(0, 400), last_active=NOW - 400)
+    d = run(0, replicas=1, ready=0, starting=1, target=zero_ok, state=loading)
+    assert d.replicas == 1 and d.state.last_active == NOW, d.reason
+    d = run(0, replicas=1, ready=1, target=zero_ok, state=d.state)
+    assert d.replicas == 1, d.reason
+
+
 def test_reason_sentence_reads_like_the_issue() -> None:
     d = run(64, replicas=3, state=steady(64), target=replace(T, max_replicas=4))
     assert d.reason == (

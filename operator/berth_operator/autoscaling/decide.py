@@ -181,6 +181,10 @@ def decide(
     """The replicas for one model this tick, and why."""
     if reading.gateway_active:
         state = replace(state, last_active=now)  # a request reached the gateway: not idle
+    elif obs.replicas > 0 and obs.ready == 0 and obs.starting > 0:
+        # no replica can serve yet: the idle clock starts once one can (a model whose load
+        # takes longer than idleAfterSeconds must not go back to zero before its first answer)
+        state = replace(state, last_active=now)
     if reading.gateway_active and obs.replicas == 0:
         return wake(target, obs, state, reading)
     if reading.problem is not None:
