@@ -76,6 +76,7 @@ async def cleanup(**_: Any) -> None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await AUTOSCALER.pop("loop").close()
+    await RECONCILER.startups.close()
     if RECONCILER.kube is not None:
         await RECONCILER.kube.close()
 

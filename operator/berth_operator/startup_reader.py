@@ -28,7 +28,8 @@ logger = logging.getLogger("berth_operator.startup")
 
 Key = tuple[str, str]
 READ_TIMEOUT_S = 2.0  # seconds for one GET of /startup (a Ready runtime answers at once)
-RETRY_DELAY_S = 1.0  # seconds before the one retry
+RETRY_DELAY_S = 1.0  # seconds before the one retry (not after a refused connection)
+MAX_READS = 8  # reads at once: thousands of pods turning Ready never flood the operator
 WAKE_TTL_S = 600.0  # a wake-up not followed by a Ready pod within this long is forgotten
 
 
@@ -50,6 +51,13 @@ class StartupReader:
         self.woken: dict[Key, float] = {}
         self.latest: dict[Key, dict[str, Any]] = {}  # status.startup per model
         self.recorded: set[Key] = set()  # models whose status already has a startup
+        self._client: httpx.AsyncClient | None = None
+        self._slots = asyncio.Semaphore(MAX_READS)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
     def status(self, key: Key) -> dict[str, Any] | None:
         return self.latest.get(key)
@@ -116,14 +124,19 @@ class StartupReader:
         host = f"[{ip}]" if ":" in ip else ip
         url = f"http://{host}:{self.port()}/startup"
         why = ""
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=READ_TIMEOUT_S)
         for attempt in range(2):
             try:
-                async with httpx.AsyncClient(timeout=READ_TIMEOUT_S) as client:
-                    resp = await client.get(url)
+                async with self._slots:
+                    resp = await self._client.get(url)
                 if resp.status_code != 200:
                     why = f"GET {url} answered {resp.status_code}"
                 else:
                     return startup.parse_report(resp.json()), ""
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # nothing there: no retry
+                why = f"GET {url} failed: {type(exc).__name__}: {exc}"
+                break
             except (httpx.HTTPError, ValueError) as exc:
                 why = f"GET {url} failed: {type(exc).__name__}: {exc}"
             if attempt == 0:
