@@ -31,6 +31,7 @@ def load_model(settings: Settings, device: torch.device) -> ServedModel:
 
 def fetch_model(settings: Settings) -> Path:
     """The start-up phase Fetching: the model URI as a local path (downloaded, unpacked)."""
+    force_weights_only(os.environ)  # before anything else, even when the fetch fails
     cache = Path(settings.cache_dir)
     return sources.resolve(
         settings.model_uri, cache, Path(settings.pvc_root), sources.limits(settings)
