@@ -10,6 +10,7 @@ BENCHES = {
     "operator": "berth_bench.operator",
     "autoscale": "berth_bench.autoscale",
     "gateway": "berth_bench.gateway",
+    "coldstart": "berth_bench.coldstart",
     "llm": "berth_bench.llm",
 }
 

@@ -10,8 +10,9 @@ measured window (goal >= 2,500, Knative's activator is documented at roughly 2,5
 per vCPU).
 
 Cold start (goal <= 1 s of overhead: first request to its response minus the model's
-own load time) needs Kubernetes: `tests/gateway/test_gateway_traffic.py` measures it
-on the dev cluster and prints it; this benchmark reports it as not measured here.
+own load time) needs Kubernetes: `berth bench coldstart` (coldstart.py) measures it on
+the running dev cluster, phase by phase; this benchmark's summary runs it once when the
+dev cluster runs, else reports the newest bench/results/coldstart-*.json.
 
     berth bench gateway --smoke     # trivial model, c=1 and 32, 2 s windows (~1 min)
     berth bench gateway             # trivial + embedding, 10 s windows
@@ -29,9 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from berth_bench import coldstart, proc
 from berth_bench import models as M
 from berth_bench import peers as P
-from berth_bench import proc
 from berth_bench.runtime import Settings as RuntimeSettings
 from berth_bench.runtime import Target, free_port, log, run_loadgen, targets, wait_ready
 
@@ -147,8 +148,8 @@ def main(argv: list[str]) -> int:
     summary = {
         "added_p50_ms_at_c1": worst_p50,
         "gateway_rps_per_core_best": max(per_core) if per_core else None,
-        "cold_start_overhead_s": None,
-        "cold_start_note": "measured on the dev cluster by tests/gateway/test_gateway_traffic.py",
+        # first request -> response minus the model's own load, on the dev cluster
+        **coldstart.gateway_summary(),
         "goals": GOALS,
         "meets": {
             "added_p50_ms": worst_p50 is not None and worst_p50 <= GOALS["added_p50_ms"],

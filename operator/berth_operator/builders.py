@@ -546,7 +546,8 @@ def service(md: Mapping[str, Any], settings: Settings) -> Manifest:
 
 
 def network_policy(md: Mapping[str, Any], settings: Settings) -> Manifest:
-    """Ingress to the model's pods only from the gateway, Prometheus and listed namespaces.
+    """Ingress to the model's pods only from the gateway, the operator (it reads each new
+    pod's /startup once), Prometheus and listed namespaces.
 
     Only enforced where the cluster's network plugin implements NetworkPolicy (Calico,
     Cilium, ...); the dev cluster's node uses plain CNI plugins, which do not.
@@ -555,8 +556,9 @@ def network_policy(md: Mapping[str, Any], settings: Settings) -> Manifest:
     name = md["metadata"]["name"]
     peers: list[dict[str, Any]] = [{
         "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: net.berth_namespace}},
-        "podSelector": {"matchLabels": split_labels(net.gateway_labels, "gateway_labels")},
-    }]  # fmt: skip
+        "podSelector": {"matchLabels": split_labels(labels, what)},
+    } for labels, what in ((net.gateway_labels, "gateway_labels"),
+                           (net.operator_labels, "operator_labels"))]  # fmt: skip
     if net.prometheus_namespace:
         peer: dict[str, Any] = {
             "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: net.prometheus_namespace}}

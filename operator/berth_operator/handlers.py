@@ -76,6 +76,7 @@ async def cleanup(**_: Any) -> None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await AUTOSCALER.pop("loop").close()
+    await RECONCILER.startups.close()
     if RECONCILER.kube is not None:
         await RECONCILER.kube.close()
 
@@ -153,6 +154,14 @@ async def model_event(type: str, namespace: str | None, name: str, **kwargs: Any
     start_autoscaler()
     if type == "DELETED":
         RECONCILER.forget((str(namespace), name))
+    else:  # a wake-up from zero starts the clock of status.startup
+        body = kwargs["body"]
+        try:
+            desired = builders.desired_replicas(body.get("spec") or {})
+        except (TypeError, ValueError):
+            return  # a spec the schema should have refused: converge reports it
+        has_startup = bool((body.get("status") or {}).get("startup"))
+        RECONCILER.startups.model_event((str(namespace), name), desired, has_startup)
 
 
 # --- children -------------------------------------------------------------------
@@ -189,9 +198,13 @@ async def podmonitor_event(event: kopf.RawEvent, body: kopf.Body, **kwargs: Any)
 
 
 @kopf.on.event("v1", "pods", labels={builders.MODEL_LABEL: kopf.PRESENT})
-async def pod_event(namespace: str | None, labels: kopf.Labels, **kwargs: Any) -> None:
+async def pod_event(
+    type: str, body: kopf.Body, namespace: str | None, labels: kopf.Labels, **kwargs: Any
+) -> None:
     RECONCILER.bind(kwargs)
-    RECONCILER.schedule_status((str(namespace), labels[builders.MODEL_LABEL]))
+    key = (str(namespace), labels[builders.MODEL_LABEL])
+    RECONCILER.startups.pod_event(key, body, type == "DELETED")
+    RECONCILER.schedule_status(key)
 
 
 @kopf.on.event(

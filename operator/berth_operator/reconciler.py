@@ -22,6 +22,7 @@ from berth_operator.autoscaling.policy import HOLD_ANNOTATION
 from berth_operator.errors import ApplyError, ForeignObject, NamespaceTerminating, RenderError
 from berth_operator.kube import Kube
 from berth_operator.settings import Settings
+from berth_operator.startup_reader import StartupReader
 
 logger = logging.getLogger("berth_operator")
 
@@ -129,6 +130,11 @@ class Reconciler:
         self._terminating: dict[str, float] = {}  # namespace -> when deletion was seen
         # The autoscaler's latest status.autoscaling block and conditions, per model.
         self.autoscaling: dict[Key, dict[str, Any]] = {}
+        # status.startup: the last cold start of each model (read once per new Ready pod)
+        self.startups = StartupReader(
+            lambda: self.settings.runtime.port, self.spawn,
+            lambda key: self.schedule_status(key, delay=0),
+        )  # fmt: skip
         # Event sink; replaced in tests. kopf.event queues and posts in the background.
         self.post_event: Callable[[dict[str, Any], str, str, str], None] = self._kopf_event
 
@@ -201,6 +207,7 @@ class Reconciler:
             cache.pop(key, None)
         for kind in CHILD_KINDS:
             self._recent.pop((kind, key), None)
+        self.startups.forget(key)
 
     # --- converge ------------------------------------------------------------
 
@@ -387,11 +394,15 @@ class Reconciler:
         invalid_message = invalid[1] if invalid and invalid[0] == generation else None
         previous = self._last_status.get(key) or md.get("status") or {}
         observed = self._applied_generation.get(key, previous.get("observedGeneration"))
-        return status.compute(
+        out = status.compute(
             md, dep, self.pods(key), self.settings,
             invalid=invalid_message, observed_generation=observed,
             previous=previous, now=now(), autoscaling=self.autoscaling.get(key),
         )  # fmt: skip
+        started = self.startups.status(key)
+        if started is not None:
+            out["startup"] = started
+        return out
 
     async def write_status(self, key: Key) -> None:
         assert self.kube is not None

@@ -116,6 +116,9 @@ class NetworkSettings:
     berth_namespace: str = "berth-system"
     # Labels of the gateway pods, comma-separated key=value.
     gateway_labels: str = "app.kubernetes.io/name=berth,app.kubernetes.io/component=gateway"
+    # Labels of the operator pods (same namespace), comma-separated key=value: the operator
+    # reads each new pod's start-up phases from the runtime port (status.startup).
+    operator_labels: str = "app.kubernetes.io/name=berth,app.kubernetes.io/component=operator"
     # Namespace Prometheus runs in; empty: no Prometheus rule (scrapes are then refused
     # wherever the network enforces policies).
     prometheus_namespace: str = "monitoring"
@@ -216,5 +219,6 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     settings = Settings(**groups)  # type: ignore[arg-type]
     # Fail at start, naming the variable, rather than at the first render.
     split_labels(settings.network.gateway_labels, f"{PREFIX}NETWORK_GATEWAY_LABELS")
+    split_labels(settings.network.operator_labels, f"{PREFIX}NETWORK_OPERATOR_LABELS")
     split_labels(settings.network.prometheus_labels, f"{PREFIX}NETWORK_PROMETHEUS_LABELS")
     return settings

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from berth_runtime import __version__, routes_openai, routes_v1, routes_v2
+from berth_runtime import __version__, routes_openai, routes_v1, routes_v2, startup
 from berth_runtime.body import json_response
 from berth_runtime.errors import BadRequest, BerthError, InternalError, error_body, protocol_of
 from berth_runtime.middleware import ObserveMiddleware
@@ -98,6 +98,11 @@ def create_app(
     @app.get("/metrics", include_in_schema=True, tags=["metrics"])
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get(startup.PATH, include_in_schema=False)
+    async def startup_phases() -> Response:
+        # the start-up phases' wall-clock stamps, read once by the operator per new pod
+        return json_response(state.startup.document(state.name, state.ready))
 
     app.add_middleware(ObserveMiddleware, state=state)
     return app

@@ -10,6 +10,9 @@ Names (all prefixed ``berth_``):
 - ``berth_queue_depth{model}``: requests waiting for the device.
 - ``berth_model_load_seconds{model}``: fetch + load + warm-up time.
 - ``berth_model_ready{model}``: 1 when loaded and warmed, 0 otherwise.
+- ``berth_runtime_startup_phase_seconds{model,phase}``: seconds of each finished start-up
+  phase of this process (Fetching, Loading, WarmingUp; see startup.py); a phase not
+  reached yet has no sample.
 - ``berth_gpu_utilization_ratio{gpu}``, ``berth_gpu_memory_used_bytes{gpu}``,
   ``berth_gpu_memory_total_bytes{gpu}``: from NVML when a GPU and ``pynvml`` exist
   (memory falls back to torch's allocator view without NVML).
@@ -25,12 +28,15 @@ from __future__ import annotations
 import logging
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from berth_runtime.startup import StartupClock
 
 log = logging.getLogger("berth.metrics")
 
@@ -109,8 +115,9 @@ class ModelMetrics:
 class Metrics(Collector):
     """All runtime metrics, exposed through a private prometheus-client registry."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, startup: StartupClock | None = None) -> None:
         self.model = model
+        self.startup = startup
         self.model_metrics = ModelMetrics()
         self._requests: dict[tuple[str, str, int], list[int]] = {}
         self._durations: dict[tuple[str, str], Hist] = {}
@@ -175,6 +182,16 @@ class Metrics(Collector):
             gauge_family = GaugeMetricFamily(metric, help_text, labels=["model"])
             gauge_family.add_metric(name, gauge.value)
             yield gauge_family
+        if self.startup is not None:
+            phases = GaugeMetricFamily(
+                "berth_runtime_startup_phase_seconds",
+                "Seconds of each finished start-up phase of this process "
+                "(Fetching, Loading, WarmingUp).",
+                labels=["model", "phase"],
+            )
+            for phase, seconds in self.startup.durations().items():
+                phases.add_metric([self.model, phase], seconds)
+            yield phases
 
 
 class GpuCollector(Collector):

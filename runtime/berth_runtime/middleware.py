@@ -2,8 +2,9 @@
 
 Pure ASGI (not BaseHTTPMiddleware) because it sits on every request's hot path.
 
-- Auth: probes (``/v2/health/*``) and ``/metrics`` stay open so kubelet and Prometheus need
-  no token; every other route needs ``Authorization: Bearer <token>`` when one is set.
+- Auth: probes (``/v2/health/*``), ``/metrics`` and ``/startup`` stay open so kubelet,
+  Prometheus and the operator need no token; every other route needs
+  ``Authorization: Bearer <token>`` when one is set.
 - Metrics: every answered request is counted and timed; inference routes move the
   in-flight gauge.
 - Bounds: at most ``--max-concurrent`` requests are handled at once (probes and
@@ -50,7 +51,7 @@ from berth_runtime.state import RuntimeState
 
 log = logging.getLogger("berth.http")
 
-OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/metrics"})
+OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/metrics", "/startup"})
 BODY_TYPES = (b"application/json", b"application/octet-stream")
 FastHandler = Callable[[bytes, "str | None"], Awaitable[Reply]]
 

@@ -33,8 +33,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-import httpx
-
 from berth_runtime import archives
 from berth_runtime.archives import Limits
 from berth_runtime.errors import ModelLoadError
@@ -166,6 +164,8 @@ def fetch_http(uri: str, cache_dir: Path, lim: Limits | None = None) -> Path:
         log.info("model %s found in cache by digest", filename)
         return target
     blob_dir.mkdir(parents=True, exist_ok=True)
+    import httpx  # here, not at the top: a start-up that fetches nothing over HTTP skips it
+
     url = parts._replace(fragment="").geturl()
     shown = redact(url)
     h = hashlib.sha256()

@@ -19,6 +19,7 @@ from berth_runtime.llm.metrics import LlmMetrics
 from berth_runtime.metrics import Metrics
 from berth_runtime.models.base import ServedModel
 from berth_runtime.settings import Settings
+from berth_runtime.startup import StartupClock
 
 log = logging.getLogger("berth.state")
 
@@ -62,7 +63,8 @@ class RuntimeState:
     ) -> None:
         self.settings = settings
         self.name = settings.name
-        self.metrics = Metrics(settings.name)
+        self.startup = StartupClock()
+        self.metrics = Metrics(settings.name, self.startup)
         self.model: ServedModel | None = None
         self.batcher: Batcher | None = None
         self.ready = False
@@ -126,17 +128,26 @@ class RuntimeState:
         self._load_task = asyncio.get_running_loop().create_task(self._load(), name="berth-load")
 
     async def _load(self) -> None:
-        from berth_runtime.models.loader import load_model
+        from berth_runtime.models import loader as formats
 
-        loader = self._loader or load_model
-        s = self.settings
+        s, clock = self.settings, self.startup
+        clock.imported()
         started = time.perf_counter()
         try:
-            device = choose_device(s.device)
-            configure_threads(s.threads, device)
-            model = await in_daemon_thread(loader, s, device)
-            await in_daemon_thread(model.warmup, s.max_batch_size)
+            if self._loader is None:
+                with clock.phase("Fetching"):
+                    path = await in_daemon_thread(formats.fetch_model, s)
+            with clock.phase("Loading"):
+                device = choose_device(s.device)
+                configure_threads(s.threads, device)
+                if self._loader is None:
+                    model = await in_daemon_thread(formats.load_fetched, s, path, device)
+                else:  # a test's loader: fetching and loading in one step (no Fetching phase)
+                    model = await in_daemon_thread(self._loader, s, device)
+            with clock.phase("WarmingUp"):
+                await in_daemon_thread(model.warmup, s.max_batch_size)
         except Exception as exc:
+            clock.failed = str(exc)[:500]
             log.error("model %r failed to load: %s", s.name, exc)
             if self._on_fatal is not None:
                 self._on_fatal(exc)
@@ -161,6 +172,7 @@ class RuntimeState:
         s = self.settings
         self.metrics.model_metrics.load_seconds.set(seconds)
         if not self.draining:
+            self.startup.mark_ready()
             self.ready = True
             self.metrics.model_metrics.ready.set(1)
         log.info(

@@ -2,7 +2,9 @@
 
 - A model at zero (autoscaled, minReplicas 0): 20 concurrent requests through the dev
   gateway all succeed once it is ready, each marked as a cold start; the gateway woke it
-  (Event), and once idle the autoscaler takes it back to zero.
+  (Event); status.startup shows every phase of that cold start (Scheduling, Pulling,
+  Fetching, Loading, WarmingUp, Ready) and its total, also in the Cold start column; once
+  idle the autoscaler takes it back to zero.
 - Under steady load (25 requests/s through the gateway for the whole test): a scale from
   3 to 1 and a rollout of a model change finish with zero failed requests.
 """
@@ -116,6 +118,28 @@ def test_scale_from_zero_holds_20_concurrent_requests(
             f"first request -> pod created {created(pod) - wall0:.1f} s, pod Ready -> "
             f"answered {wall0 + took - ready_at(pod):.1f} s (1 s resolution)"
         )
+        # status.startup: every phase of this cold start, from the wake-up to Ready
+        name = pod["metadata"]["name"]
+
+        def startup() -> dict[str, Any] | None:
+            st = ((kget(c, "md", "cnn", ns) or {}).get("status") or {}).get("startup") or {}
+            return st if st.get("pod") == name else None
+
+        wait_for(lambda: startup() is not None, 30, "status.startup of the woken pod")
+        st = startup()
+        assert st is not None
+        phases = {p["name"]: p["seconds"] for p in st["phases"]}
+        print(f"status.startup: total {st['totalSeconds']} s, {phases}; {st.get('message')}")
+        assert list(phases) == ["Scheduling", "Pulling", "Fetching", "Loading", "WarmingUp",
+                                "Ready"], st  # fmt: skip
+        assert all(v >= 0 for v in phases.values()), st
+        assert st["trigger"] == "WokenFromZero", st
+        # the phases lie within the total (the runtime's imports are in none of them)
+        assert 0 < sum(phases.values()) <= st["totalSeconds"] + 0.05, st
+        assert st["totalSeconds"] <= took + 2, (st, took)
+        # the printer column shows the total
+        row = c.kubectl("get", "md", "cnn", "-n", ns).stdout
+        assert "COLD START" in row.splitlines()[0], row
         # idle (no request reaches the gateway): the autoscaler takes it back to zero
         wait_for(lambda: replicas(c, ns, "cnn") == 0, 120, "back to zero once idle")
     finally:

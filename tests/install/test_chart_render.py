@@ -118,6 +118,8 @@ def test_gateway_renders_least_privilege_and_the_operator_points_at_it(helm: Hel
     assert env["BERTH_OPERATOR_NETWORK_BERTH_NAMESPACE"] == "berth-system"
     labels = dict(kv.split("=") for kv in env["BERTH_OPERATOR_NETWORK_GATEWAY_LABELS"].split(","))
     assert labels.items() <= pod["metadata"]["labels"].items()
+    mine = dict(kv.split("=") for kv in env["BERTH_OPERATOR_NETWORK_OPERATOR_LABELS"].split(","))
+    assert mine.items() <= operator["metadata"]["labels"].items()
     # off: no gateway object, no gateway URL
     off = [d for d in yaml.safe_load_all(helm.template("gateway.enabled=false")) if d]
     assert not [d for d in off if "gateway" in d["metadata"]["name"]]

@@ -228,6 +228,7 @@ def test_network_policy_admits_only_gateway_prometheus_and_listed_namespaces(
 
         gateway = {"app.kubernetes.io/name": "berth", "app.kubernetes.io/component": "gateway"}
         prometheus = {"app.kubernetes.io/name": "prometheus"}
+        operator_pod = {**gateway, "app.kubernetes.io/component": "operator"}
         # (namespace labels, pod labels, admitted) -- why
         cases = [
             # the listed namespace (its label set by the API server itself)
@@ -238,7 +239,9 @@ def test_network_policy_admits_only_gateway_prometheus_and_listed_namespaces(
             (labels_of(namespace), {"app": "client"}, False),
             # the gateway pods in Berth's namespace
             ({NS_LABEL: "berth-system"}, gateway, True),
-            # another pod in Berth's namespace is not the gateway
+            # the operator pods there (status.startup: one GET of /startup per new pod)
+            ({NS_LABEL: "berth-system"}, operator_pod, True),
+            # another pod in Berth's namespace is neither
             ({NS_LABEL: "berth-system"}, {"app.kubernetes.io/name": "berth"}, False),
             # Prometheus
             ({NS_LABEL: "monitoring"}, prometheus, True),

@@ -119,6 +119,10 @@ def test_network_policy_exact() -> None:
                 {"namespaceSelector": {"matchLabels": {ns_label: "berth-system"}},
                  "podSelector": {"matchLabels": {"app.kubernetes.io/name": "berth",
                                                  "app.kubernetes.io/component": "gateway"}}},
+                # the operator pods there (they read each new pod's /startup once)
+                {"namespaceSelector": {"matchLabels": {ns_label: "berth-system"}},
+                 "podSelector": {"matchLabels": {"app.kubernetes.io/name": "berth",
+                                                 "app.kubernetes.io/component": "operator"}}},
                 # Prometheus
                 {"namespaceSelector": {"matchLabels": {ns_label: "monitoring"}},
                  "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}},
@@ -131,7 +135,7 @@ def test_network_policy_exact() -> None:
     assert policy["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
 
 
-# (network settings, expected peers after the gateway's) -- why
+# (network settings, expected peers after the gateway's and the operator's) -- why
 NETWORK_SETTINGS = [
     # no Prometheus namespace configured: no Prometheus rule
     ({"prometheus_namespace": ""}, []),
@@ -145,7 +149,7 @@ NETWORK_SETTINGS = [
 def test_network_policy_settings(net: dict[str, str], rest: list[Any]) -> None:
     settings = replace(S, network=replace(S.network, **net))
     peers = builders.network_policy(md(), settings)["spec"]["ingress"][0]["from"]
-    assert peers[1:] == rest
+    assert peers[2:] == rest
 
 
 def test_network_policy_can_be_turned_off() -> None:

@@ -26,11 +26,21 @@ log = logging.getLogger("berth.models")
 
 def load_model(settings: Settings, device: torch.device) -> ServedModel:
     """Fetch, unpack and load the model named by settings (does not warm it up)."""
-    force_weights_only(os.environ)
+    return load_fetched(settings, fetch_model(settings), device)
+
+
+def fetch_model(settings: Settings) -> Path:
+    """The start-up phase Fetching: the model URI as a local path (downloaded, unpacked)."""
+    force_weights_only(os.environ)  # before anything else, even when the fetch fails
     cache = Path(settings.cache_dir)
-    path = sources.resolve(
+    return sources.resolve(
         settings.model_uri, cache, Path(settings.pvc_root), sources.limits(settings)
     )
+
+
+def load_fetched(settings: Settings, path: Path, device: torch.device) -> ServedModel:
+    """The start-up phase Loading: the fetched model read onto the device (no warm-up)."""
+    force_weights_only(os.environ)
     dtype = TORCH_DTYPES[settings.dtype]
     manifest = read_manifest(path)
     if settings.inputs:
