@@ -220,7 +220,10 @@ def test_network_policy_admits_only_gateway_prometheus_and_listed_namespaces(
         policy = wait_for(lambda: get(cluster, "networkpolicy", "fenced", namespace), 30,
                           what="the NetworkPolicy")  # fmt: skip
         assert policy["metadata"]["ownerReferences"][0]["name"] == "fenced"
-        assert policy["spec"]["podSelector"]["matchLabels"] == builders.selector_labels("fenced")
+        assert policy["spec"]["podSelector"]["matchLabels"] == {
+            "app.kubernetes.io/name": "berth-runtime",
+            builders.MODEL_LABEL: "fenced",
+        }
         assert policy["spec"]["policyTypes"] == ["Ingress"]
 
         def labels_of(ns: str) -> dict[str, str]:

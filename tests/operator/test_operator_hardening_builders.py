@@ -111,7 +111,9 @@ def test_network_policy_exact() -> None:
     ns_label = "kubernetes.io/metadata.name"
     policy = builders.network_policy(m, S)
     assert policy["spec"] == {
-        "podSelector": {"matchLabels": SELECTOR},
+        # the model's pods of both versions (stable and canary)
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "berth-runtime",
+                                        "serving.berth.dev/model": "m"}},
         "policyTypes": ["Ingress"],
         "ingress": [{
             "from": [
