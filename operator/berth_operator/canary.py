@@ -123,8 +123,8 @@ def render(md: Mapping[str, Any], settings: Settings, children: builders.Childre
     """Add the canary's children to `children` (or mark them absent without spec.canary)."""
     name = md["metadata"]["name"]
     if spec_of(md) is not None:
-        children.apply.append(deployment(md, settings))
-        children.apply.append(service(md, settings))
+        children.apply.append(builders.with_hash(deployment(md, settings)))
+        children.apply.append(builders.with_hash(service(md, settings)))
     else:
         children.absent.append(("apps/v1", "Deployment", name_of(name)))
         children.absent.append(("v1", "Service", name_of(name)))
