@@ -18,6 +18,7 @@ Conditions:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,8 @@ AUTOSCALER_PROBLEMS = {"MetricsUnavailable", "InvalidMetricQuery", "PolicyNotFou
 GPU_SHORTAGE = f"Insufficient {builders.GPU_RESOURCE}"
 CRASH_REASONS = {"CrashLoopBackOff": "ModelLoadFailed", "RunContainerError": "ModelLoadFailed"}
 PULL_REASONS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName"}
+_ERROR_LINE = re.compile(r"\b(ERROR|CRITICAL|FATAL)\b|Error:|Exception:")
+_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d[ T][0-9:.,]+\s*")
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,10 @@ def _last_exit(statuses: Sequence[Mapping[str, Any]]) -> tuple[int, str]:
         if not ended:
             continue
         lines = [x.strip() for x in str(ended.get("message") or "").splitlines() if x.strip()]
-        tail = " | ".join(lines[-3:])[-600:]
+        # the termination message (or, with FallbackToLogsOnError, the log's end): its last
+        # error line says why; the lines after it are the shutdown's
+        errors = [x for x in lines if _ERROR_LINE.search(x)]
+        tail = _TIMESTAMP.sub("", errors[-1] if errors else " | ".join(lines[-3:]))[-600:]
         what = f"exit code {ended.get('exitCode')}"
         if ended.get("reason"):
             what += f" ({ended['reason']})"

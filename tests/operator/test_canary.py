@@ -171,6 +171,16 @@ def test_status_with_both_versions_ready() -> None:
     assert out["selector"] == builders.selector_string("m")  # /scale counts stable pods only
 
 
+# the end of a runtime's log when its model cannot be loaded (the termination message)
+LOG = """INFO:     Application startup complete.
+2026-11-29 08:13:59,349 ERROR berth.state: model 'm' failed to load: model path /mnt/models/models/missing does not exist (from 'file:///mnt/models/models/missing')
+INFO:     Uvicorn running on http://0.0.0.0:8080 (Press CTRL+C to quit)
+INFO:     Shutting down
+2026-11-29 08:13:59,458 INFO berth.state: draining: readiness off, finishing accepted requests
+INFO:     Finished server process [1]
+"""
+
+
 def test_status_says_why_a_canary_cannot_load_its_model() -> None:
     m = md(canary={"model": {"uri": "pvc://models/missing", "format": "torchscript"}, "weight": 10})
     body = {
@@ -180,15 +190,15 @@ def test_status_says_why_a_canary_cannot_load_its_model() -> None:
                        "restartCount": 2,
                        "state": {"running": {}},
                        "lastState": {"terminated": {"exitCode": 1, "reason": "Error",
-                                                    "message": "loading\nFileNotFoundError: "
-                                                               "/mnt/models/models/missing"}},
+                                                    "message": LOG}},
                    }]},
     }  # fmt: skip
     pod = status.observe_pod(body)
     out = with_canary(m, dep(1), dep(0, 1), [pod])
     c = cond(out, "CanaryReady")
     assert (c["status"], c["reason"]) == ("False", "ModelLoadFailed")
-    assert "FileNotFoundError" in c["message"] and "pvc://models/missing" in c["message"]
+    assert "ERROR berth.state: model 'm' failed to load: model path" in c["message"]
+    assert "pvc://models/missing" in c["message"] and "Shutting down" not in c["message"]
     assert "exit code 1" in c["message"] and "2 restarts" in c["message"]
     assert out["traffic"][0]["percent"] == 100 and out["traffic"][1]["percent"] == 0
     # the stable version's own conditions do not see the canary's pods
