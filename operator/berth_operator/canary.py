@@ -18,6 +18,13 @@ selects by `serving.berth.dev/model=<name>`, which both versions carry.
 
 The effective split (`status.traffic`, and the gateway's choice, in routing.py) is the
 configured weights with a version that has no ready endpoint counted 0.
+
+Promotion (spec.canary.model copied to spec.model, spec.canary removed) drops nothing
+and keeps the new model's share, as Argo Rollouts does: while the stable Deployment rolls
+out to the canary's model, the canary's objects stay (`promoting()`), status.canary says
+phase Promoting with the last weight, and the gateway keeps sending the canary that share;
+once the stable rollout is complete the canary's objects are deleted. A rollback (spec.canary
+removed, spec.model unchanged) deletes them at once.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ CANARY = "canary"
 STABLE = "stable"
 SUFFIX = "-canary"
 INSTANCE = "app.kubernetes.io/instance"
+MODEL_ANNOTATION = f"{builders.GROUP}/canary-model"  # digest of the canary's spec.model
+PROMOTING = "Promoting"
 
 Manifest = dict[str, Any]
 
@@ -108,7 +117,12 @@ def deployment(md: Mapping[str, Any], settings: Settings) -> Manifest:
     # becomes the termination message): the CanaryReady condition quotes it.
     for container in template["spec"]["containers"]:
         container["terminationMessagePolicy"] = "FallbackToLogsOnError"
+    dep["metadata"]["annotations"] = {MODEL_ANNOTATION: model_digest(as_model(md)["spec"]["model"])}
     return dep
+
+
+def model_digest(model: Mapping[str, Any]) -> str:
+    return builders.spec_hash(dict(model))
 
 
 def service(md: Mapping[str, Any], settings: Settings) -> Manifest:
@@ -119,9 +133,14 @@ def service(md: Mapping[str, Any], settings: Settings) -> Manifest:
     return svc
 
 
-def render(md: Mapping[str, Any], settings: Settings, children: builders.Children) -> None:
-    """Add the canary's children to `children` (or mark them absent without spec.canary)."""
+def render(
+    md: Mapping[str, Any], settings: Settings, children: builders.Children, *, keep: bool = False
+) -> None:
+    """Add the canary's children to `children`, or mark them absent without spec.canary
+    (`keep`: a promotion is under way, leave them as they are: see promoting())."""
     name = md["metadata"]["name"]
+    if keep:
+        return
     if spec_of(md) is not None:
         children.apply.append(builders.with_hash(deployment(md, settings)))
         children.apply.append(builders.with_hash(service(md, settings)))
@@ -142,3 +161,40 @@ def effective_split(weight: int, stable_ready: bool, canary_ready: bool) -> tupl
         return 0, 0
     canary_pct = round(100 * want_canary / total)
     return 100 - canary_pct, canary_pct
+
+
+def rolled_out(observed: Mapping[str, Any] | None, desired: Mapping[str, Any] | None) -> bool:
+    """Whether an observed Deployment runs the desired manifest on every replica, ready."""
+    if observed is None or desired is None:
+        return False
+    want = ((desired.get("metadata") or {}).get("annotations") or {}).get(builders.HASH_ANNOTATION)
+    have = ((observed.get("metadata") or {}).get("annotations") or {}).get(builders.HASH_ANNOTATION)
+    meta, spec, st = (
+        observed.get("metadata") or {},
+        observed.get("spec") or {},
+        observed.get("status") or {},
+    )
+    replicas = int(spec.get("replicas", 1) or 0)
+    return (
+        want == have
+        and int(st.get("observedGeneration") or 0) >= int(meta.get("generation") or 0)
+        and int(st.get("updatedReplicas") or 0) >= replicas
+        and int(st.get("replicas") or 0) == int(st.get("updatedReplicas") or 0)
+        and int(st.get("readyReplicas") or 0) >= replicas
+    )
+
+
+def promoting(
+    md: Mapping[str, Any],
+    canary_dep: Mapping[str, Any] | None,
+    stable_dep: Mapping[str, Any] | None,
+    desired_stable: Mapping[str, Any] | None,
+) -> bool:
+    """A promotion under way: no spec.canary, the canary Deployment still runs the model that
+    spec.model now names, and the stable Deployment has not rolled out to it yet."""
+    if spec_of(md) is not None or canary_dep is None:
+        return False
+    ann = ((canary_dep.get("metadata") or {}).get("annotations") or {}).get(MODEL_ANNOTATION)
+    if ann != model_digest(md["spec"]["model"]):
+        return False  # a rollback, or another model: the canary goes now
+    return not rolled_out(stable_dep, desired_stable)

@@ -211,8 +211,21 @@ class Reconciler:
 
     def render(self, md: Mapping[str, Any]) -> builders.Children:
         children = builders.render(md, self.settings, podmonitor=self.podmonitors)
-        canary.render(md, self.settings, children)
+        canary.render(md, self.settings, children, keep=self.promoting(md, children))
         return children
+
+    def promoting(self, md: Mapping[str, Any], children: builders.Children | None = None) -> bool:
+        """Whether a canary promotion is under way (canary.promoting, with what we observe)."""
+        ns, name = md["metadata"]["namespace"], md["metadata"]["name"]
+        if canary.spec_of(md) is not None:
+            return False
+        canary_dep = self.child("Deployment", (ns, canary.name_of(name)))
+        if canary_dep is None:
+            return False
+        if children is None:
+            children = builders.render(md, self.settings, podmonitor=self.podmonitors)
+        stable = self.child("Deployment", (ns, name))
+        return canary.promoting(md, canary_dep, stable, children.by_kind("Deployment"))
 
     async def converge(self, md: Mapping[str, Any], *, cause: str) -> list[str]:
         """Apply every child that is missing, outdated or drifted; delete unwanted ones.
@@ -363,6 +376,11 @@ class Reconciler:
                 self.spawn(self.converge_key(key, cause="drift"))
         if kind == "Deployment":
             self.schedule_status(key)
+            if canary.spec_of(md) is None and self.child(
+                "Deployment", (key[0], canary.name_of(key[1]))
+            ):
+                # a promotion waits for the stable rollout: delete the canary once it is done
+                self.spawn(self.converge_key(key, cause="promoted"))
 
     async def reconcile_all(self, *, cause: str) -> None:
         """Converge every known ModelDeployment (e.g. after the PodMonitor CRD appears)."""
@@ -403,10 +421,19 @@ class Reconciler:
             invalid=invalid_message, observed_generation=observed,
             previous=previous, now=now(), autoscaling=self.autoscaling.get(key),
         )  # fmt: skip
-        if canary.spec_of(md) is not None:
+        promoting = False
+        if canary.spec_of(md) is None:
+            try:
+                promoting = self.promoting(md)
+            except RenderError:
+                promoting = False
+        if canary.spec_of(md) is not None or promoting:
             body = self.child("Deployment", (key[0], canary.name_of(key[1])))
             canary_dep = status.observe_deployment(body) if body is not None else None
-            status.add_canary(out, md, dep, canary_dep, self.canary_pods(key), previous, now())
+            status.add_canary(
+                out, md, dep, canary_dep, self.canary_pods(key), previous, now(),
+                promoting=promoting,
+            )  # fmt: skip
         return out
 
     async def write_status(self, key: Key) -> None:

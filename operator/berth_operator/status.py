@@ -356,12 +356,27 @@ def add_canary(
     pods: Iterable[PodObs],
     previous: Mapping[str, Any] | None,
     now: str,
+    *,
+    promoting: bool = False,
 ) -> None:
-    """Add status.canary, status.traffic and the CanaryReady condition to `out` (compute's)."""
+    """Add status.canary, status.traffic and the CanaryReady condition to `out` (compute's).
+
+    `promoting`: spec.canary was promoted and the stable version still rolls out to its
+    model; the canary keeps the weight it had (status.canary.weight, phase Promoting) and
+    the gateway keeps sending it that share until the operator deletes it.
+    """
     from berth_operator import canary  # canary imports builders; status stays importable alone
 
-    spec = md["spec"].get("canary") or {}
     name = md["metadata"]["name"]
+    if promoting:
+        last = dict((previous or {}).get("canary") or {})
+        spec: Mapping[str, Any] = {
+            "model": md["spec"]["model"],
+            "weight": int(last.get("weight") or 0),
+            "replicas": dep.spec_replicas if dep else 0,
+        }
+        md = {**md, "spec": {**md["spec"], "canary": spec}}
+    spec = md["spec"].get("canary") or {}
     weight, desired = canary.weight(md), canary.replicas(md)
     ready = dep.ready_replicas if dep else 0
     stable_ready = stable.ready_replicas if stable else 0
@@ -374,6 +389,7 @@ def add_canary(
         "weight": weight,
         "uri": str((spec.get("model") or {}).get("uri", "")),
         "service": canary.name_of(name),
+        "phase": canary.PROMOTING if promoting else "Canary",
     }
     out["traffic"] = [
         {"track": canary.STABLE, "percent": stable_pct, "readyReplicas": stable_ready},
@@ -388,7 +404,14 @@ def add_canary(
     )
     problem = _canary_problem(md, dep, list(pods))
     split = f"it gets {canary_pct}% of requests (weight {weight})"
-    if desired == 0:
+    if promoting:
+        cond = _cond(
+            CANARY_CONDITION, ready > 0, canary.PROMOTING,
+            f"promoted: spec.model is the canary's model; the canary ({ready}/{desired} ready) "
+            f"keeps {canary_pct}% of requests until the stable version has rolled out to it, "
+            "then it is deleted", gen,
+        )  # fmt: skip
+    elif desired == 0:
         cond = _cond(
             CANARY_CONDITION, False, "ScaledToZero", f"spec.canary.replicas is 0; {split}", gen
         )

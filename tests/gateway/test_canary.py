@@ -132,7 +132,10 @@ def test_canary_10_50_promote_under_load_fails_nothing(
             c.kubectl("patch", "md", "ab", "-n", ns, "--type=json", "-p", PROMOTE)
             t_promote = time.monotonic()
 
+            phases: set[str] = set()
+
             def promoted() -> bool:
+                phases.add(str((status(c, ns, "ab").get("canary") or {}).get("phase")))
                 dep = kget(c, "deployment", "ab", ns) or {}
                 st = dep.get("status") or {}
                 done = (st.get("updatedReplicas") == st.get("replicas") == st.get("readyReplicas") == 1
@@ -140,6 +143,7 @@ def test_canary_10_50_promote_under_load_fails_nothing(
                 return done and kget(c, "deployment", "ab-canary", ns) is None
 
             wait_for(promoted, 240, "the stable rollout to the canary's model")
+            t_rolled = time.monotonic()
             wait_for(lambda: len(ready_pods(c, ns, "ab")) == 1 and not [
                 p for p in ready_pods(c, ns, "ab-canary")], 60, "one pod left")  # fmt: skip
             t_after = time.monotonic() + 3.0  # old endpoints leave the gateway's table
@@ -148,12 +152,16 @@ def test_canary_10_50_promote_under_load_fails_nothing(
         share10, n10 = load.share(t10, t50 - 1.0)
         share50, n50 = load.share(t50, t_promote)
         share_after, n_after = load.share(t_after, t_end)
+        # while the stable version rolls out, the canary keeps its 50% (the new model's
+        # share only grows as new stable pods replace old ones)
+        share_promoting, n_promoting = load.share(t_promote + 1.0, t_rolled - 1.0)
         rollout = t_after - 3.0 - t_promote
         print(
             f"\ncanary under load: {len(load.results)} requests at {load.rate():.1f}/s, "
             f"failures {dict(load.failures())}; observed canary share {share10:.1f}% of {n10} "
             f"at weight 10, {share50:.1f}% of {n50} at weight 50; promotion rolled out in "
-            f"{rollout:.0f} s, then {share_after:.0f}% of {n_after} from the new model; "
+            f"{rollout:.0f} s ({share_promoting:.0f}% of {n_promoting} from the new model "
+            f"meanwhile), then {share_after:.0f}% of {n_after} from the new model; "
             f"unclassified {sum(v == '?' for _, v in load.versions)}"
         )
         buckets = [load.share(t, t + 5)[0] for t in range(int(t10), int(t_promote) - 5, 5)]
@@ -172,6 +180,8 @@ def test_canary_10_50_promote_under_load_fails_nothing(
         assert abs(share10 - 10) <= 4, share10  # 4 standard deviations at n=700
         assert abs(share50 - 50) <= 6, share50  # over 3 standard deviations at n=750
         assert share_after == 100.0 and n_after >= 100, (share_after, n_after)
+        assert "Promoting" in phases, phases
+        assert share_promoting >= 40, (share_promoting, n_promoting)
         md = kget(c, "md", "ab", ns)
         assert md["spec"]["model"] == V2 and "canary" not in md["spec"]
         st = status(c, ns, "ab")

@@ -350,3 +350,13 @@ def test_choose_track_follows_the_weight(weight: int) -> None:
 def test_choose_track_without_a_canary_is_the_plain_route() -> None:
     route = routing.static_table("cnn=10.0.0.1:8080").routes[("default", "cnn")]
     assert routing.choose_track(route, random.Random(0)) == ("stable", route.endpoints)
+
+
+def test_a_promotion_keeps_the_canary_share_until_the_operator_ends_it() -> None:
+    body = _canary_md(50)
+    del body["spec"]["canary"]  # type: ignore[attr-defined]
+    assert routing.model_info(body).canary_weight is None
+    body["status"] = {"canary": {"phase": "Canary", "weight": 50}}
+    assert routing.model_info(body).canary_weight is None  # a rollback: no canary traffic
+    body["status"] = {"canary": {"phase": "Promoting", "weight": 50}}
+    assert routing.model_info(body).canary_weight == 50

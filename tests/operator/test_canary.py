@@ -219,3 +219,48 @@ def test_starting_canary_is_not_news_and_gets_no_traffic() -> None:
     assert (c["status"], c["reason"]) == ("False", "Starting")
     assert "0%" in c["message"]
     assert "CanaryReady" not in [x["type"] for x in status.condition_changes(None, out)]
+
+
+# --- promotion hand-off --------------------------------------------------------------
+
+
+def observed(manifest: dict[str, Any], ready: int, updated: int | None = None) -> dict[str, Any]:
+    """A Deployment as the API server would show it after applying `manifest`."""
+    n = manifest["spec"]["replicas"]
+    up = n if updated is None else updated
+    return {**manifest, "metadata": {**manifest["metadata"], "generation": 3},
+            "status": {"observedGeneration": 3, "replicas": n, "updatedReplicas": up,
+                       "readyReplicas": ready}}  # fmt: skip
+
+
+def test_promotion_keeps_the_canary_until_the_stable_rollout_is_done() -> None:
+    with_c = md(canary={"model": NEW, "weight": 50})
+    canary_dep = by_name(children(with_c), "Deployment", "m-canary")
+    old_stable = by_name(children(md()), "Deployment", "m")
+    promoted = md(model=dict(NEW))  # spec.canary.model copied to spec.model, canary removed
+    new_stable = by_name(children(promoted), "Deployment", "m")
+    # the stable Deployment still runs the old template: promoting, keep the canary
+    assert canary.promoting(promoted, canary_dep, observed(old_stable, 1), new_stable)
+    # the new template is applied but not everywhere ready yet: still promoting
+    assert canary.promoting(promoted, canary_dep, observed(new_stable, 0), new_stable)
+    assert canary.promoting(promoted, canary_dep, observed(new_stable, 1, updated=0), new_stable)
+    # rolled out: the canary goes
+    assert not canary.promoting(promoted, canary_dep, observed(new_stable, 1), new_stable)
+    kept = builders.render(promoted, S, podmonitor=False)
+    canary.render(promoted, S, kept, keep=True)
+    assert not [a for a in kept.absent if a[2] == "m-canary"]
+    # a rollback (spec.model unchanged) deletes the canary at once
+    assert not canary.promoting(md(), canary_dep, observed(old_stable, 0, updated=0), old_stable)
+    # with spec.canary there is nothing to promote
+    assert not canary.promoting(with_c, canary_dep, observed(old_stable, 1), old_stable)
+
+
+def test_status_while_promoting_keeps_the_last_weight() -> None:
+    previous = with_canary(md(canary={"model": NEW, "weight": 50}), dep(1), dep(1), [])
+    promoted = md(model=dict(NEW))
+    out = status.compute(promoted, dep(1), [], S, now="t2")
+    status.add_canary(out, promoted, dep(1), dep(1), [], previous, "t2", promoting=True)
+    assert out["canary"]["phase"] == "Promoting" and out["canary"]["weight"] == 50
+    assert [t["percent"] for t in out["traffic"]] == [50, 50]
+    c = cond(out, "CanaryReady")
+    assert (c["status"], c["reason"]) == ("True", "Promoting")

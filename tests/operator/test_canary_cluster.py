@@ -154,6 +154,9 @@ def test_canary_lifecycle_promote_and_rollback(cluster: Any, namespace: str, ope
                     '[{"op":"remove","path":"/spec/canary"}]')  # fmt: skip
     wait_for(lambda: get(cluster, "deployment", "cm-canary", ns) is None, 60, what="rolled back")
     assert get(cluster, "md", "cm", ns)["spec"]["model"] == NEW
-    # Events: CanaryReady=True once per canary that got ready, never a loop
+    # Events: one per CanaryReady change (ready, promoting, the second one ready), no loop
     told = [e for e in events(cluster, ns, "cm") if e["message"].startswith("CanaryReady=")]
-    assert 1 <= len(told) <= 2 and all(e.get("count", 1) == 1 for e in told), told
+    told.sort(key=lambda e: e.get("eventTime") or e.get("firstTimestamp") or "")
+    reasons = [e["reason"] for e in told]
+    assert reasons[:2] == ["Serving", "Promoting"] and reasons[2:] in ([], ["Serving"]), reasons
+    assert all(e.get("count", 1) == 1 for e in told), told

@@ -26,6 +26,7 @@ MODEL_LABEL = "serving.berth.dev/model"
 TRACK_LABEL = "serving.berth.dev/track"
 STABLE, CANARY = "stable", "canary"
 CANARY_SUFFIX = "-canary"  # the canary's Service is <name>-canary
+PROMOTING = "Promoting"  # status.canary.phase while a promotion rolls out
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,13 @@ def model_info(md: Mapping[str, object]) -> ModelInfo:
     canary = spec.get("canary") or {}
     assert isinstance(canary, Mapping)
     weight = int(str(canary.get("weight", 0))) if canary.get("model") else None
+    status = md.get("status") or {}
+    assert isinstance(status, Mapping)
+    promoted = status.get("canary") or {}
+    assert isinstance(promoted, Mapping)
+    if weight is None and promoted.get("phase") == PROMOTING:
+        # promoted: the canary keeps its share until the stable version has rolled out
+        weight = int(str(promoted.get("weight", 0)))
     return ModelInfo(
         namespace=str(meta.get("namespace", "")),
         name=name,
