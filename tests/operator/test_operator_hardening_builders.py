@@ -305,7 +305,7 @@ def test_admission_params_carry_the_lists() -> None:
     )
     assert {v["messageExpression"].split(":")[0].strip("'") for v in vap["spec"]["validations"]} == {
         "spec.runtime.image", "spec.scheduling.priorityClassName",
-        "spec.scheduling.tolerations", "spec.model.uri",
+        "spec.scheduling.tolerations", "spec.model.uri", "spec.canary.model.uri",
     }  # fmt: skip
     assert binding["spec"]["paramRef"] == {
         "name": admission.PARAMS_NAME, "namespace": "berth-system",
