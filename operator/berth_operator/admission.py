@@ -40,6 +40,7 @@ def _validations() -> list[dict[str, Any]]:
     tols = "object.spec.scheduling.tolerations"
     image = "object.spec.runtime.image"
     uri = "object.spec.model.uri"
+    curi = "object.spec.canary.model.uri"
     return [
         {
             "expression": (
@@ -94,6 +95,18 @@ def _validations() -> list[dict[str, Any]]:
             "messageExpression": (
                 f"'spec.model.uri: ' + {uri} + ' is not in an allowed bucket on this cluster; "
                 "allowed locations: ' + params.data.buckets.replace(',', ', ')"
+            ),
+            "reason": "Forbidden",
+        },
+        {  # the canary's model (spec.canary.model, canary.py) is held to the same list
+            "expression": (
+                f"!has(object.spec.canary) || !{curi}.matches('^(s3|gs)://') || "
+                f"params.data.buckets == '' || "
+                f"{_list('buckets')}.exists(b, {curi} == b || {curi}.startsWith(b + '/'))"
+            ),
+            "messageExpression": (
+                f"'spec.canary.model.uri: ' + {curi} + ' is not in an allowed bucket on this "
+                "cluster; allowed locations: ' + params.data.buckets.replace(',', ', ')"
             ),
             "reason": "Forbidden",
         },

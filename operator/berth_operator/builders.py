@@ -580,7 +580,9 @@ def network_policy(md: Mapping[str, Any], settings: Settings) -> Manifest:
         "kind": "NetworkPolicy",
         "metadata": _metadata(md),
         "spec": {
-            "podSelector": {"matchLabels": selector_labels(name)},
+            # both versions' pods (stable and canary.py's) carry the model label
+            "podSelector": {"matchLabels": {
+                "app.kubernetes.io/name": "berth-runtime", MODEL_LABEL: name}},
             "policyTypes": ["Ingress"],
             "ingress": [{
                 "from": peers,

@@ -15,7 +15,7 @@ from typing import Any
 
 import kopf
 
-from berth_operator import builders, status
+from berth_operator import builders, canary, status
 from berth_operator.autoscaling.loop import Autoscaler
 from berth_operator.errors import ApplyError, ForeignObject, RenderError
 from berth_operator.kube import Kube, is_established
@@ -125,7 +125,10 @@ async def podmonitor_index(body: kopf.Body, namespace: str | None, name: str, **
 
 @kopf.index("v1", "pods", labels={builders.MODEL_LABEL: kopf.PRESENT})
 async def pod_index(body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any) -> Any:
-    return {(str(namespace), labels[builders.MODEL_LABEL]): status.observe_pod(body)}
+    key: tuple[str, ...] = (str(namespace), labels[builders.MODEL_LABEL])
+    if labels.get(canary.TRACK_LABEL) == canary.CANARY:
+        key = (*key, canary.CANARY)  # the canary's pods apart: the stable status ignores them
+    return {key: status.observe_pod(body)}
 
 
 # --- the ModelDeployment ---------------------------------------------------------

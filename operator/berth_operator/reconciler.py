@@ -17,7 +17,7 @@ from typing import Any, cast
 
 import kopf
 
-from berth_operator import builders, status
+from berth_operator import builders, canary, status
 from berth_operator.autoscaling.policy import HOLD_ANNOTATION
 from berth_operator.errors import ApplyError, ForeignObject, NamespaceTerminating, RenderError
 from berth_operator.kube import Kube
@@ -183,7 +183,10 @@ class Reconciler:
         return list(index.keys()) if index is not None else []
 
     def child(self, kind: str, key: Key) -> dict[str, Any] | None:
-        """The freshest view of a child: the index or our own last apply, by resourceVersion."""
+        """The freshest view of a child: the index or our own last apply, by resourceVersion.
+
+        `key` is the child's own (namespace, name): the ModelDeployment's key for the
+        stable children, (namespace, <name>-canary) for the canary's."""
         index = self._index(f"{kind.lower()}_index")
         seen = _first(index.get(key)) if index is not None else None
         mine = self._recent.get((kind, key))
@@ -194,6 +197,12 @@ class Reconciler:
     def pods(self, key: Key) -> list[status.PodObs]:
         index = self._index("pod_index")
         store = index.get(key) if index is not None else None
+        return list(store) if store is not None else []
+
+    def canary_pods(self, key: Key) -> list[status.PodObs]:
+        """The canary's pods (indexed apart from the stable ones: see handlers.pod_index)."""
+        index = self._index("pod_index")
+        store = index.get((*key, canary.CANARY)) if index is not None else None
         return list(store) if store is not None else []
 
     def lock(self, key: Key) -> asyncio.Lock:
@@ -207,12 +216,28 @@ class Reconciler:
             cache.pop(key, None)
         for kind in CHILD_KINDS:
             self._recent.pop((kind, key), None)
+            self._recent.pop((kind, (key[0], canary.name_of(key[1]))), None)
         self.startups.forget(key)
 
     # --- converge ------------------------------------------------------------
 
     def render(self, md: Mapping[str, Any]) -> builders.Children:
-        return builders.render(md, self.settings, podmonitor=self.podmonitors)
+        children = builders.render(md, self.settings, podmonitor=self.podmonitors)
+        canary.render(md, self.settings, children, keep=self.promoting(md, children))
+        return children
+
+    def promoting(self, md: Mapping[str, Any], children: builders.Children | None = None) -> bool:
+        """Whether a canary promotion is under way (canary.promoting, with what we observe)."""
+        ns, name = md["metadata"]["namespace"], md["metadata"]["name"]
+        if canary.spec_of(md) is not None:
+            return False
+        canary_dep = self.child("Deployment", (ns, canary.name_of(name)))
+        if canary_dep is None:
+            return False
+        if children is None:
+            children = builders.render(md, self.settings, podmonitor=self.podmonitors)
+        stable = self.child("Deployment", (ns, name))
+        return canary.promoting(md, canary_dep, stable, children.by_kind("Deployment"))
 
     async def converge(self, md: Mapping[str, Any], *, cause: str) -> list[str]:
         """Apply every child that is missing, outdated or drifted; delete unwanted ones.
@@ -229,9 +254,9 @@ class Reconciler:
             try:
                 children = self.render(md)
                 pending = [
-                    (m, self.child(m["kind"], key))
+                    (m, self.child(m["kind"], _key_of(m)))
                     for m in children.apply
-                    if builders.needs_apply(m, self.child(m["kind"], key))
+                    if builders.needs_apply(m, self.child(m["kind"], _key_of(m)))
                 ]
                 await self._refuse_foreign(md, [m for m, seen in pending if seen is None])
             except RenderError as exc:
@@ -257,16 +282,16 @@ class Reconciler:
                     failed = failed or result
                     continue
                 kind = manifest["kind"]
-                self._recent[(kind, key)] = plain_child(result)
+                self._recent[(kind, _key_of(manifest))] = plain_child(result)
                 reason, message = _describe(kind, manifest, observed, cause)
                 self._event(md, "Normal", reason, message)
                 changes.append(f"{reason} {kind}")
             if failed is not None:
                 raise failed
             for api_version, kind, name in children.absent:
-                if self.child(kind, key) is None:
+                if self.child(kind, (key[0], name)) is None:
                     continue
-                self._recent.pop((kind, key), None)
+                self._recent.pop((kind, (key[0], name)), None)
                 if await self.kube.delete(api_version, kind, meta["namespace"], name):
                     self._event(md, "Normal", "Deleted", f"{kind} {name} deleted")
                     changes.append(f"Deleted {kind}")
@@ -333,8 +358,9 @@ class Reconciler:
         md = self.model(key)
         if md is None or md["metadata"]["uid"] != uid:
             return
+        own = (key[0], str((body.get("metadata") or {}).get("name", "")))  # the child's key
         if event_type == "DELETED":
-            self._recent.pop((kind, key), None)
+            self._recent.pop((kind, own), None)
             # The owner may be going away (garbage collection): confirm before recreating.
             assert self.kube is not None
             try:
@@ -348,17 +374,25 @@ class Reconciler:
             self.spawn(self.converge_key(key, cause="deleted"))
         else:
             child = plain_child(body)
-            mine = self._recent.get((kind, key))
+            mine = self._recent.get((kind, own))
             if mine is not None and _rv(child) >= _rv(mine):
-                self._recent.pop((kind, key), None)
+                self._recent.pop((kind, own), None)
             try:
-                wanted = self.render(md).by_kind(kind)
+                wanted = next(
+                    (m for m in self.render(md).apply if (m["kind"], _key_of(m)) == (kind, own)),
+                    None,
+                )
             except RenderError:
                 wanted = None
             if wanted is not None and builders.needs_apply(wanted, child):
                 self.spawn(self.converge_key(key, cause="drift"))
         if kind == "Deployment":
             self.schedule_status(key)
+            if canary.spec_of(md) is None and self.child(
+                "Deployment", (key[0], canary.name_of(key[1]))
+            ):
+                # a promotion waits for the stable rollout: delete the canary once it is done
+                self.spawn(self.converge_key(key, cause="promoted"))
 
     async def reconcile_all(self, *, cause: str) -> None:
         """Converge every known ModelDeployment (e.g. after the PodMonitor CRD appears)."""
@@ -402,6 +436,19 @@ class Reconciler:
         started = self.startups.status(key)
         if started is not None:
             out["startup"] = started
+        promoting = False
+        if canary.spec_of(md) is None:
+            try:
+                promoting = self.promoting(md)
+            except RenderError:
+                promoting = False
+        if canary.spec_of(md) is not None or promoting:
+            body = self.child("Deployment", (key[0], canary.name_of(key[1])))
+            canary_dep = status.observe_deployment(body) if body is not None else None
+            status.add_canary(
+                out, md, dep, canary_dep, self.canary_pods(key), previous, now(),
+                promoting=promoting,
+            )  # fmt: skip
         return out
 
     async def write_status(self, key: Key) -> None:
@@ -411,11 +458,14 @@ class Reconciler:
             return
         previous = self._last_status.get(key) or md.get("status") or {}
         new = self.observe(key, md)
-        if status.same_status(previous, new):
+        stale = [f for f in ("canary", "traffic") if f not in new and previous.get(f)]
+        if status.same_status(previous, new) and not stale:
             return
         patch = new
         if "autoscaling" not in new and previous.get("autoscaling"):
             patch = {**new, "autoscaling": None}  # autoscaling removed from the spec
+        if stale:  # spec.canary removed: drop its status
+            patch = {**patch, **dict.fromkeys(stale)}
         if not await self.kube.patch_status(key[0], key[1], patch):
             return
         self._last_status[key] = new
@@ -427,6 +477,12 @@ class Reconciler:
             )
             message = f"{cond['type']}={cond['status']}: {cond['message']}"
             self._event(md, "Warning" if bad else "Normal", cond["reason"], message)
+
+
+def _key_of(manifest: Mapping[str, Any]) -> Key:
+    """A child manifest's own (namespace, name)."""
+    meta = manifest["metadata"]
+    return str(meta["namespace"]), str(meta["name"])
 
 
 def _describe(

@@ -18,6 +18,7 @@ Conditions:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,7 @@ from berth_operator import builders
 from berth_operator.settings import Settings
 
 CONDITION_TYPES = ("Ready", "Progressing", "Degraded")
+CANARY_CONDITION = "CanaryReady"  # only with spec.canary: see add_canary
 AUTOSCALER_CONDITIONS = ("AbleToScale", "ScalingActive", "ScalingLimited")
 # An autoscaler condition that is news the first time it appears (one Event).
 AUTOSCALER_PROBLEMS = {"MetricsUnavailable", "InvalidMetricQuery", "PolicyNotFound",
@@ -33,6 +35,8 @@ AUTOSCALER_PROBLEMS = {"MetricsUnavailable", "InvalidMetricQuery", "PolicyNotFou
 GPU_SHORTAGE = f"Insufficient {builders.GPU_RESOURCE}"
 CRASH_REASONS = {"CrashLoopBackOff": "ModelLoadFailed", "RunContainerError": "ModelLoadFailed"}
 PULL_REASONS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName"}
+_ERROR_LINE = re.compile(r"\b(ERROR|CRITICAL|FATAL)\b|Error:|Exception:")
+_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d[ T][0-9:.,]+\s*")
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,8 @@ class PodObs:
     scheduler_message: str = ""
     waiting_reason: str = ""
     waiting_message: str = ""
+    restarts: int = 0  # of the model container (a crash loop keeps counting up)
+    last_exit: str = ""  # how it last ended: exit code, reason, termination message
 
 
 def observe_deployment(body: Mapping[str, Any]) -> DeploymentObs:
@@ -89,6 +95,7 @@ def observe_pod(body: Mapping[str, Any]) -> PodObs:
         scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable"
     )
     waiting_reason = waiting_message = ""
+    restarts, last_exit = _last_exit(st.get("containerStatuses") or [])
     for cs in st.get("containerStatuses") or []:
         waiting = (cs.get("state") or {}).get("waiting") or {}
         if waiting.get("reason") in CRASH_REASONS or waiting.get("reason") in PULL_REASONS:
@@ -104,7 +111,29 @@ def observe_pod(body: Mapping[str, Any]) -> PodObs:
         scheduler_message=str(scheduled.get("message") or "") if unschedulable else "",
         waiting_reason=waiting_reason,
         waiting_message=waiting_message,
+        restarts=restarts,
+        last_exit=last_exit,
     )
+
+
+def _last_exit(statuses: Sequence[Mapping[str, Any]]) -> tuple[int, str]:
+    """(restart count, how the container last ended) of the first container that ended."""
+    for cs in statuses:
+        ended = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get(
+            "terminated"
+        )
+        if not ended:
+            continue
+        lines = [x.strip() for x in str(ended.get("message") or "").splitlines() if x.strip()]
+        # the termination message (or, with FallbackToLogsOnError, the log's end): its last
+        # error line says why; the lines after it are the shutdown's
+        errors = [x for x in lines if _ERROR_LINE.search(x)]
+        tail = _TIMESTAMP.sub("", errors[-1] if errors else " | ".join(lines[-3:]))[-600:]
+        what = f"exit code {ended.get('exitCode')}"
+        if ended.get("reason"):
+            what += f" ({ended['reason']})"
+        return int(cs.get("restartCount") or 0), f"{what}: {tail}" if tail else what
+    return 0, ""
 
 
 def _cond(type_: str, ok: bool, reason: str, message: str, generation: int) -> dict[str, Any]:
@@ -261,6 +290,7 @@ def condition_changes(
         before = old.get(cond["type"])
         if before is None:
             news = cond["type"] in ("Degraded", "Ready") and cond["status"] == "True"
+            news = news or (cond["type"] == CANARY_CONDITION and cond["reason"] != "Starting")
             news = news or (
                 cond["type"] in AUTOSCALER_CONDITIONS and cond["reason"] in AUTOSCALER_PROBLEMS
             )
@@ -285,3 +315,128 @@ def same_status(a: Mapping[str, Any] | None, b: Mapping[str, Any]) -> bool:
         return out
 
     return strip(a) == strip(b)
+
+
+# --- the canary (spec.canary): status.canary, status.traffic, the CanaryReady condition ---
+
+
+def _canary_problem(
+    md: Mapping[str, Any], dep: DeploymentObs | None, pods: Sequence[PodObs]
+) -> tuple[str, str] | None:
+    """(reason, message) saying why the canary's pods do not get ready, else None."""
+    uri = str(((md["spec"].get("canary") or {}).get("model") or {}).get("uri", ""))
+    live = [p for p in sorted(pods, key=lambda p: p.name) if not p.deleting]
+    for pod in live:
+        if pod.unschedulable:
+            reason = "InsufficientGPU" if GPU_SHORTAGE in pod.scheduler_message else "Unschedulable"
+            return reason, f"canary pod {pod.name}: {pod.scheduler_message}"
+    for pod in live:
+        if pod.waiting_reason in PULL_REASONS:
+            return (
+                "ImagePullFailed",
+                f"canary pod {pod.name}: {pod.waiting_message or pod.waiting_reason}",
+            )
+        # a crash loop alternates waiting and running: the restart count keeps it steady
+        if not pod.ready and (pod.restarts > 0 or pod.waiting_reason in CRASH_REASONS):
+            how = pod.last_exit or pod.waiting_message or pod.waiting_reason
+            return "ModelLoadFailed", (
+                f"canary pod {pod.name} cannot serve the canary model {uri} "
+                f"({pod.restarts} restarts; {how})"
+            )
+    if dep is not None and dep.deadline_exceeded:
+        return "ProgressDeadlineExceeded", f"canary: {dep.message}"
+    return None
+
+
+def add_canary(
+    out: dict[str, Any],
+    md: Mapping[str, Any],
+    stable: DeploymentObs | None,
+    dep: DeploymentObs | None,
+    pods: Iterable[PodObs],
+    previous: Mapping[str, Any] | None,
+    now: str,
+    *,
+    promoting: bool = False,
+) -> None:
+    """Add status.canary, status.traffic and the CanaryReady condition to `out` (compute's).
+
+    `promoting`: spec.canary was promoted and the stable version still rolls out to its
+    model; the canary keeps the weight it had (status.canary.weight, phase Promoting) and
+    the gateway keeps sending it that share until the operator deletes it.
+    """
+    from berth_operator import canary  # canary imports builders; status stays importable alone
+
+    name = md["metadata"]["name"]
+    if promoting:
+        last = dict((previous or {}).get("canary") or {})
+        spec: Mapping[str, Any] = {
+            "model": md["spec"]["model"],
+            "weight": int(last.get("weight") or 0),
+            "replicas": dep.spec_replicas if dep else 0,
+        }
+        md = {**md, "spec": {**md["spec"], "canary": spec}}
+    spec = md["spec"].get("canary") or {}
+    weight, desired = canary.weight(md), canary.replicas(md)
+    ready = dep.ready_replicas if dep else 0
+    stable_ready = stable.ready_replicas if stable else 0
+    stable_pct, canary_pct = canary.effective_split(weight, stable_ready > 0, ready > 0)
+    out["canary"] = {
+        "replicas": dep.replicas if dep else 0,
+        "readyReplicas": ready,
+        "desiredReplicas": desired,
+        "ready": f"{ready}/{desired}",
+        "weight": weight,
+        "uri": str((spec.get("model") or {}).get("uri", "")),
+        "service": canary.name_of(name),
+        "phase": canary.PROMOTING if promoting else "Canary",
+    }
+    out["traffic"] = [
+        {"track": canary.STABLE, "percent": stable_pct, "readyReplicas": stable_ready},
+        {"track": canary.CANARY, "percent": canary_pct, "readyReplicas": ready},
+    ]
+    gen = int(out.get("observedGeneration") or 0)
+    rolled_out = (
+        dep is not None
+        and dep.observed_generation >= dep.generation
+        and dep.updated_replicas >= desired
+        and dep.replicas == dep.updated_replicas
+    )
+    problem = _canary_problem(md, dep, list(pods))
+    split = f"it gets {canary_pct}% of requests (weight {weight})"
+    if promoting:
+        cond = _cond(
+            CANARY_CONDITION, ready > 0, canary.PROMOTING,
+            f"promoted: spec.model is the canary's model; the canary ({ready}/{desired} ready) "
+            f"keeps {canary_pct}% of requests until the stable version has rolled out to it, "
+            "then it is deleted", gen,
+        )  # fmt: skip
+    elif desired == 0:
+        cond = _cond(
+            CANARY_CONDITION, False, "ScaledToZero", f"spec.canary.replicas is 0; {split}", gen
+        )
+    elif rolled_out and ready >= desired:
+        cond = _cond(
+            CANARY_CONDITION,
+            True,
+            "Serving",
+            f"{ready}/{desired} canary replicas ready; {split}",
+            gen,
+        )
+    elif problem:
+        cond = _cond(CANARY_CONDITION, False, problem[0], f"{problem[1]}; {split}", gen)
+    else:
+        cond = _cond(
+            CANARY_CONDITION,
+            False,
+            "Starting",
+            f"{ready}/{desired} canary replicas ready; {split}",
+            gen,
+        )
+    before = next(
+        (c for c in (previous or {}).get("conditions") or [] if c.get("type") == CANARY_CONDITION),
+        None,
+    )
+    same = before and before.get("status") == cond["status"] and before.get("lastTransitionTime")
+    cond["lastTransitionTime"] = before["lastTransitionTime"] if same and before else now
+    out["conditions"] = [*out["conditions"], cond]

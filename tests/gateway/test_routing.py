@@ -246,3 +246,117 @@ def test_static_table(spec: str, want: dict[tuple[str, str], tuple[str, ...]]) -
 def test_static_table_refuses_malformed_routes(spec: str) -> None:
     with pytest.raises(ValueError, match="expected name=host:port"):
         routing.static_table(spec)
+
+
+# --- the canary split -----------------------------------------------------------------
+
+
+def _canary_md(weight: int) -> dict[str, object]:
+    return {
+        "metadata": {"namespace": "ns", "name": "m"},
+        "spec": {
+            "model": {"uri": "file:///a", "format": "torchscript", "name": "svc"},
+            "canary": {"model": {"uri": "file:///b", "format": "torchscript", "name": "svc"},
+                       "weight": weight},
+        },
+    }  # fmt: skip
+
+
+def _slices(stable: int, canary: int) -> list[SliceInfo]:
+    s = SliceInfo("ns", "m", 8080, tuple(SliceEndpoint(f"10.0.0.{i}", True) for i in range(stable)),
+                  model="m")  # fmt: skip
+    c = SliceInfo("ns", "m-canary", 8080,
+                  tuple(SliceEndpoint(f"10.0.1.{i}", True) for i in range(canary)),
+                  model="m", track="canary")  # fmt: skip
+    return [s, c]
+
+
+def test_model_info_reads_the_canary_weight() -> None:
+    assert routing.model_info(_canary_md(10)).canary_weight == 10
+    plain = _canary_md(10)
+    del plain["spec"]["canary"]  # type: ignore[attr-defined]
+    assert routing.model_info(plain).canary_weight is None
+
+
+def test_slice_info_reads_model_and_track_labels() -> None:
+    body = {"metadata": {"namespace": "ns", "labels": {
+        "kubernetes.io/service-name": "m-canary", "serving.berth.dev/model": "m",
+        "serving.berth.dev/track": "canary"}},
+        "ports": [{"name": "http", "port": 8080}],
+        "endpoints": [{"addresses": ["10.0.1.1"], "conditions": {"ready": True}}]}  # fmt: skip
+    info = routing.slice_info(body)
+    assert (info.service, info.model, info.track) == ("m-canary", "m", "canary")
+
+
+@pytest.mark.parametrize(
+    ("weight", "stable", "canary", "want"),
+    [
+        (10, True, True, (90.0, 10.0)),
+        (50, True, True, (50.0, 50.0)),
+        (100, True, True, (0.0, 100.0)),
+        (0, True, True, (100.0, 0.0)),
+        (10, True, False, (100.0, 0.0)),  # the canary has no ready endpoint: it counts 0
+        (10, False, True, (0.0, 100.0)),  # the stable one has none: the canary takes it all
+        (0, False, True, (0.0, 0.0)),  # weight 0 never sends to the canary: requests wait
+        (10, False, False, (0.0, 0.0)),
+    ],
+)
+def test_split_counts_a_track_without_endpoints_as_zero(
+    weight: int, stable: bool, canary: bool, want: tuple[float, float]
+) -> None:
+    assert routing.split(weight, stable, canary) == want
+
+
+def test_table_holds_both_tracks_of_a_model() -> None:
+    table = routing.build_table([routing.model_info(_canary_md(10))], _slices(2, 1))
+    route = table.routes[("ns", "svc")]
+    assert [e.address for e in route.stable] == ["10.0.0.0:8080", "10.0.0.1:8080"]
+    assert [e.address for e in route.canary] == ["10.0.1.0:8080"]
+    assert len(route.endpoints) == 3 and route.canary_percent == 10.0
+
+
+def test_canary_without_endpoints_gets_no_traffic_and_the_route_still_serves() -> None:
+    table = routing.build_table([routing.model_info(_canary_md(50))], _slices(2, 0))
+    route = table.routes[("ns", "svc")]
+    assert route.canary_percent == 0.0 and len(route.endpoints) == 2
+    rng = random.Random(7)
+    assert {routing.choose_track(route, rng)[0] for _ in range(200)} == {"stable"}
+
+
+def test_no_ready_endpoint_in_either_track_leaves_the_route_empty_for_the_hold() -> None:
+    table = routing.build_table([routing.model_info(_canary_md(50))], _slices(0, 0))
+    assert table.routes[("ns", "svc")].endpoints == ()
+
+
+def test_a_slice_of_another_model_named_like_a_canary_is_not_a_canary() -> None:
+    # the stable Service of a ModelDeployment named "m-canary" (no track label)
+    other = SliceInfo("ns", "m-canary", 8080, (SliceEndpoint("10.0.9.9", True),), model="m-canary")
+    table = routing.build_table([routing.model_info(_canary_md(50))], [_slices(1, 0)[0], other])
+    assert table.routes[("ns", "svc")].canary == ()
+
+
+@pytest.mark.parametrize("weight", [10, 50])
+def test_choose_track_follows_the_weight(weight: int) -> None:
+    table = routing.build_table([routing.model_info(_canary_md(weight))], _slices(2, 2))
+    route = table.routes[("ns", "svc")]
+    rng = random.Random(42)
+    n = 20_000
+    picks = Counter(routing.choose_track(route, rng)[0] for _ in range(n))
+    assert abs(100 * picks["canary"] / n - weight) < 1.0, picks
+    track, eps = routing.choose_track(route, random.Random(1))
+    assert eps == (route.canary if track == "canary" else route.stable)
+
+
+def test_choose_track_without_a_canary_is_the_plain_route() -> None:
+    route = routing.static_table("cnn=10.0.0.1:8080").routes[("default", "cnn")]
+    assert routing.choose_track(route, random.Random(0)) == ("stable", route.endpoints)
+
+
+def test_a_promotion_keeps_the_canary_share_until_the_operator_ends_it() -> None:
+    body = _canary_md(50)
+    del body["spec"]["canary"]  # type: ignore[attr-defined]
+    assert routing.model_info(body).canary_weight is None
+    body["status"] = {"canary": {"phase": "Canary", "weight": 50}}
+    assert routing.model_info(body).canary_weight is None  # a rollback: no canary traffic
+    body["status"] = {"canary": {"phase": "Promoting", "weight": 50}}
+    assert routing.model_info(body).canary_weight == 50

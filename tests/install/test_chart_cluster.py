@@ -59,8 +59,8 @@ NAMESPACED = {
     "modeldeployments.serving.berth.dev": "get list watch patch",
     "modeldeployments.serving.berth.dev/status": "get patch",
     "modeldeployments.serving.berth.dev/scale": "get patch",
-    "deployments.apps": "get list watch create patch",
-    "services": "get list watch create patch",
+    "deployments.apps": "get list watch create patch delete",  # delete: the canary's
+    "services": "get list watch create patch delete",
     "podmonitors.monitoring.coreos.com": "get list watch create patch",
     "poddisruptionbudgets.policy": "get list watch create patch delete",
     "networkpolicies.networking.k8s.io": "get list watch create patch delete",
@@ -301,7 +301,7 @@ def test_cluster_mode_permissions_equal_the_documented_set(cluster: Any, helm: H
         assert granted(cluster, ns, sa, "default") == expected(NAMESPACED, CLUSTER)
         # its own namespace adds its Lease, by name
         assert granted(cluster, ns, sa, ns) == expected(NAMESPACED, CLUSTER) | lease_rows(lease)
-        for verb, what in (("get", "secrets"), ("delete", "deployments"), ("create", "pods"),
+        for verb, what in (("get", "secrets"), ("delete", "pods"), ("create", "pods"),
                            ("update", "clusterroles")):  # fmt: skip
             out = kubectl(cluster, "auth", "can-i", verb, what, f"--as={sa}", "-A", check=False)
             assert out.strip() == "no", (verb, what)

@@ -64,8 +64,10 @@ def test_modeldeployment_names_columns_subresources() -> None:
         "GPUs": ".spec.resources.gpu.count",
         "Ready": ".status.ready",
         "Targets": ".status.autoscaling.targets",
+        "Canary": '.status.traffic[?(@.track=="canary")].percent',  # -o wide (priority 1)
         "Status": '.status.conditions[?(@.type=="Ready")].reason',
         "URL": ".status.url",
+        "Cold start": ".status.startup.totalSeconds",
         "Age": ".metadata.creationTimestamp",
     }
 

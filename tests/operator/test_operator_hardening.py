@@ -220,7 +220,10 @@ def test_network_policy_admits_only_gateway_prometheus_and_listed_namespaces(
         policy = wait_for(lambda: get(cluster, "networkpolicy", "fenced", namespace), 30,
                           what="the NetworkPolicy")  # fmt: skip
         assert policy["metadata"]["ownerReferences"][0]["name"] == "fenced"
-        assert policy["spec"]["podSelector"]["matchLabels"] == builders.selector_labels("fenced")
+        assert policy["spec"]["podSelector"]["matchLabels"] == {
+            "app.kubernetes.io/name": "berth-runtime",
+            builders.MODEL_LABEL: "fenced",
+        }
         assert policy["spec"]["policyTypes"] == ["Ingress"]
 
         def labels_of(ns: str) -> dict[str, str]:
@@ -263,6 +266,7 @@ TENANT_ENV = {
     "BERTH_OPERATOR_TENANT_IMAGES": "ghcr.io/berth-dev/",
     "BERTH_OPERATOR_TENANT_PRIORITY_CLASSES": "serving",
     "BERTH_OPERATOR_TENANT_TOLERATION_KEYS": "nvidia.com/gpu,team",
+    "BERTH_OPERATOR_TENANT_BUCKETS": "s3://models",
 }
 
 # (name, spec fragment, field path in the message, allowed values in the message) -- why
@@ -277,6 +281,9 @@ REFUSED = [
     # a priority class that would preempt other tenants
     ("prio", {"scheduling": {"priorityClassName": "vip"}}, "spec.scheduling.priorityClassName",
      "serving"),
+    # a canary reading another tenant's bucket
+    ("cbk", {"canary": {"model": {"uri": "s3://other/m.pt", "format": "torchscript"},
+                        "weight": 5}}, "spec.canary.model.uri", "s3://models"),
 ]  # fmt: skip
 
 
@@ -327,7 +334,7 @@ def test_disallowed_fields_refused_at_admission(cluster: Any, namespace: str, cr
     s = Settings()
     settings = replace(s, tenant=replace(
         s.tenant, images="ghcr.io/berth-dev/", priority_classes="serving",
-        toleration_keys="nvidia.com/gpu,team",
+        toleration_keys="nvidia.com/gpu,team", buckets="s3://models",
     ))  # fmt: skip
     # A model admitted before the lists existed (the operator is not running here).
     apply(cluster, model("legacy", runtime={"image": "evil.example/old:1"}), namespace)

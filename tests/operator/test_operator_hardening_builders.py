@@ -111,7 +111,9 @@ def test_network_policy_exact() -> None:
     ns_label = "kubernetes.io/metadata.name"
     policy = builders.network_policy(m, S)
     assert policy["spec"] == {
-        "podSelector": {"matchLabels": SELECTOR},
+        # the model's pods of both versions (stable and canary)
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "berth-runtime",
+                                        "serving.berth.dev/model": "m"}},
         "policyTypes": ["Ingress"],
         "ingress": [{
             "from": [
@@ -307,7 +309,7 @@ def test_admission_params_carry_the_lists() -> None:
     )
     assert {v["messageExpression"].split(":")[0].strip("'") for v in vap["spec"]["validations"]} == {
         "spec.runtime.image", "spec.scheduling.priorityClassName",
-        "spec.scheduling.tolerations", "spec.model.uri",
+        "spec.scheduling.tolerations", "spec.model.uri", "spec.canary.model.uri",
     }  # fmt: skip
     assert binding["spec"]["paramRef"] == {
         "name": admission.PARAMS_NAME, "namespace": "berth-system",

@@ -146,14 +146,15 @@ served namespace). */}}
   resources: [modeldeployments/status, modeldeployments/scale]
   verbs: [get, patch]
 # Children, written with server-side apply (a PATCH that may create); delete: the
-# PodDisruptionBudget when replicas drop to 1. Garbage collection (owner references)
+# PodDisruptionBudget when replicas drop to 1, the canary's Deployment and Service
+# (<name>-canary) when spec.canary goes. Garbage collection (owner references)
 # deletes the rest when a ModelDeployment goes.
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch, create, patch]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [""]
   resources: [services]
-  verbs: [get, list, watch, create, patch]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
   verbs: [get, list, watch, create, patch, delete]

@@ -10,6 +10,8 @@ name). Scrape the gateway with `honor_labels: true` so its `namespace` label is 
 - ``berth_gateway_cold_starts_total{...}``: wake-ups (scale from zero) the gateway began.
 - ``berth_gateway_cold_start_seconds{...}``: how long held requests waited (histogram).
 - ``berth_gateway_unrouted_requests_total{reason}``: requests that named no known model.
+- ``berth_gateway_track_requests_total{...,track}``: requests of a model with a canary
+  sent to its stable or canary track (the observed split).
 
 Everything is updated on the event loop, and the scrape runs there too: no locks.
 """
@@ -38,6 +40,7 @@ class GatewayMetrics(Collector):
         self.cold_starts: dict[ModelKey, int] = {}
         self.cold_start_seconds: dict[ModelKey, Hist] = {}
         self.unrouted: dict[str, int] = {}
+        self.tracks: dict[tuple[str, str, str, str], int] = {}
 
     def registry(self) -> CollectorRegistry:
         reg = CollectorRegistry(auto_describe=False)
@@ -47,6 +50,10 @@ class GatewayMetrics(Collector):
     def answered(self, key: ModelKey, code: int) -> None:
         k = (*key, str(code))
         self.requests[k] = self.requests.get(k, 0) + 1
+
+    def routed(self, key: ModelKey, track: str) -> None:
+        k = (*key, track)
+        self.tracks[k] = self.tracks.get(k, 0) + 1
 
     def add(self, table: dict[ModelKey, int], key: ModelKey, n: int) -> None:
         table[key] = table.get(key, 0) + n
@@ -104,3 +111,11 @@ class GatewayMetrics(Collector):
         for reason, n in self.unrouted.items():
             unrouted.add_metric([reason], n)
         yield unrouted
+        tracks = CounterMetricFamily(
+            "berth_gateway_track_requests",
+            "Requests of a model with a canary, by the track they were sent to.",
+            labels=[*LABELS, "track"],
+        )
+        for labels, n in self.tracks.items():
+            tracks.add_metric(list(labels), n)
+        yield tracks

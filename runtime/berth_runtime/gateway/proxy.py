@@ -287,10 +287,14 @@ class Gateway:
         started = [False]  # whether a streamed body began to be read (then no retry)
         tried: set[str] = set()
         self.metrics.add(self.metrics.in_flight, key, 1)
+        # the canary split: one draw per request; a retry may go to either track
+        track, endpoints = routing.choose_track(route, self.rng)
+        if route.canary:
+            self.metrics.routed(key, track)
         try:
             while True:
                 ep = routing.pick(
-                    route.endpoints,
+                    endpoints if not tried else route.endpoints,
                     self.inflight,
                     exclude=frozenset(tried),
                     two_choices_above=self.settings.two_choices_above,

@@ -21,6 +21,13 @@ from dataclasses import dataclass, field
 ANY_NAMESPACE = "*"
 HOLD_ANNOTATION = "serving.berth.dev/hold-deadline-seconds"
 MAX_HOLD_SECONDS = 3600.0
+# The operator labels a model's Services (the EndpointSlice controller copies the labels
+# onto their slices): the model's name, and track=canary on the canary's Service.
+MODEL_LABEL = "serving.berth.dev/model"
+TRACK_LABEL = "serving.berth.dev/track"
+STABLE, CANARY = "stable", "canary"
+CANARY_SUFFIX = "-canary"  # the canary's Service is <name>-canary
+PROMOTING = "Promoting"  # status.canary.phase while a promotion rolls out
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,7 @@ class ModelInfo:
     hold_seconds: float | None = None
     hold_max_requests: int | None = None  # the policy's cap (it only lowers the gateway's)
     hold_max_bytes: int | None = None
+    canary_weight: int | None = None  # spec.canary.weight (percent); None: no canary
 
 
 @dataclass(frozen=True)
@@ -61,14 +69,24 @@ class SliceInfo:
     service: str  # label kubernetes.io/service-name
     port: int | None
     endpoints: tuple[SliceEndpoint, ...] = ()
+    model: str = ""  # label serving.berth.dev/model
+    track: str = ""  # label serving.berth.dev/track ("canary" on the canary's slices)
 
 
 @dataclass(frozen=True)
 class Route:
-    """A model and its ready endpoints (sorted, so equal tables compare equal)."""
+    """A model and its ready endpoints (sorted, so equal tables compare equal).
+
+    `endpoints` holds every endpoint that may get a request now (empty: requests are held
+    and the model is woken). With a canary, `stable` and `canary` are the two tracks'
+    ready endpoints and `canary_percent` the effective share of the canary (see split()).
+    """
 
     model: ModelInfo
     endpoints: tuple[Endpoint, ...] = ()
+    stable: tuple[Endpoint, ...] = ()
+    canary: tuple[Endpoint, ...] = ()
+    canary_percent: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -131,6 +149,15 @@ def model_info(md: Mapping[str, object]) -> ModelInfo:
         published if isinstance(published, Mapping) else {},
     )
     name = str(meta.get("name", ""))
+    canary = spec.get("canary") or {}
+    assert isinstance(canary, Mapping)
+    weight = int(str(canary.get("weight", 0))) if canary.get("model") else None
+    assert isinstance(status, Mapping)
+    promoted = status.get("canary") or {}
+    assert isinstance(promoted, Mapping)
+    if weight is None and promoted.get("phase") == PROMOTING:
+        # promoted: the canary keeps its share until the stable version has rolled out
+        weight = int(str(promoted.get("weight", 0)))
     return ModelInfo(
         namespace=str(meta.get("namespace", "")),
         name=name,
@@ -140,6 +167,7 @@ def model_info(md: Mapping[str, object]) -> ModelInfo:
         hold_seconds=hold,
         hold_max_requests=max_requests,
         hold_max_bytes=max_bytes,
+        canary_weight=None if weight is None else max(0, min(100, weight)),
     )
 
 
@@ -170,6 +198,8 @@ def slice_info(body: Mapping[str, object]) -> SliceInfo:
         service=str(labels.get("kubernetes.io/service-name", "")),
         port=int(port["port"]) if port and port.get("port") is not None else None,
         endpoints=tuple(eps),
+        model=str(labels.get(MODEL_LABEL, "")),
+        track=str(labels.get(TRACK_LABEL, "")),
     )
 
 
@@ -185,22 +215,56 @@ def build_table(models: Iterable[ModelInfo], slices: Iterable[SliceInfo]) -> Tab
     over a name that already serves.
     """
     ready: dict[tuple[str, str], set[str]] = {}
+    canaries: dict[tuple[str, str], set[str]] = {}  # (namespace, model) -> canary endpoints
     for s in slices:
         if s.port is None:
             continue
         for ep in s.endpoints:
             if ep.ready and not ep.terminating:
-                ready.setdefault((s.namespace, s.service), set()).add(
-                    _host_port(ep.address, s.port)
-                )
+                address = _host_port(ep.address, s.port)
+                ready.setdefault((s.namespace, s.service), set()).add(address)
+                if s.track == CANARY and s.service == s.model + CANARY_SUFFIX:
+                    canaries.setdefault((s.namespace, s.model), set()).add(address)
     routes: dict[tuple[str, str], Route] = {}
     for m in models:
         key = (m.namespace, m.served)
         if key in routes:
             continue
         eps = tuple(Endpoint(a) for a in sorted(ready.get((m.namespace, m.name), ())))
-        routes[key] = Route(model=m, endpoints=eps)
+        if m.canary_weight is None:
+            routes[key] = Route(model=m, endpoints=eps)
+            continue
+        canary = tuple(Endpoint(a) for a in sorted(canaries.get((m.namespace, m.name), ())))
+        _, percent = split(m.canary_weight, bool(eps), bool(canary))
+        routable = (eps if percent < 100 else ()) + (canary if percent > 0 else ())
+        routes[key] = Route(m, routable, stable=eps, canary=canary, canary_percent=percent)
     return Table(routes=routes)
+
+
+def split(weight: int, stable_ready: bool, canary_ready: bool) -> tuple[float, float]:
+    """(stable percent, canary percent) of requests now, for a canary of `weight` percent.
+
+    A track without a ready endpoint counts 0, so its share goes to the other one instead
+    of failing the route; neither ready (or a weight of 0 with the stable track down):
+    (0, 0), and requests wait for a ready endpoint as at zero replicas.
+    """
+    weight = max(0, min(100, weight))
+    want_canary = weight if canary_ready else 0
+    want_stable = 100 - weight if stable_ready else 0
+    total = want_stable + want_canary
+    if total == 0:
+        return 0.0, 0.0
+    canary = 100.0 * want_canary / total
+    return 100.0 - canary, canary
+
+
+def choose_track(route: Route, rng: random.Random) -> tuple[str, tuple[Endpoint, ...]]:
+    """The track one request goes to, drawn by the effective split, and its endpoints."""
+    if not route.canary or route.canary_percent <= 0:
+        return STABLE, route.stable if route.canary else route.endpoints
+    if route.canary_percent >= 100 or rng.random() * 100 < route.canary_percent:
+        return CANARY, route.canary
+    return STABLE, route.stable
 
 
 def static_table(spec: str, namespace: str = "default") -> Table:
