@@ -206,7 +206,8 @@ async def pod_event(
 ) -> None:
     RECONCILER.bind(kwargs)
     key = (str(namespace), labels[builders.MODEL_LABEL])
-    RECONCILER.startups.pod_event(key, body, type == "DELETED")
+    if labels.get(canary.TRACK_LABEL) != canary.CANARY:  # status.startup: the stable pods'
+        RECONCILER.startups.pod_event(key, body, type == "DELETED")
     RECONCILER.schedule_status(key)
 
 
