@@ -32,7 +32,9 @@ LABELS = ["namespace", "modeldeployment", "model"]
 
 class GatewayMetrics(Collector):
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, str, str, str], int] = {}
+        # (model key, status code) -> count; the labels are built at scrape time, not per
+        # request (no tuple of strings, no str(code) on the hot path)
+        self.requests: dict[tuple[ModelKey, int], int] = {}
         self.in_flight: dict[ModelKey, int] = {}
         self.held: dict[ModelKey, int] = {}
         self.cold_starts: dict[ModelKey, int] = {}
@@ -45,7 +47,7 @@ class GatewayMetrics(Collector):
         return reg
 
     def answered(self, key: ModelKey, code: int) -> None:
-        k = (*key, str(code))
+        k = (key, code)
         self.requests[k] = self.requests.get(k, 0) + 1
 
     def add(self, table: dict[ModelKey, int], key: ModelKey, n: int) -> None:
@@ -67,8 +69,8 @@ class GatewayMetrics(Collector):
         total = CounterMetricFamily(
             "berth_gateway_requests", "Requests answered by the gateway.", labels=[*LABELS, "code"]
         )
-        for labels, n in self.requests.items():
-            total.add_metric(list(labels), n)
+        for (key, code), n in self.requests.items():
+            total.add_metric([*key, str(code)], n)
         yield total
         for name, table, doc in (
             (
