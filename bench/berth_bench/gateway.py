@@ -5,8 +5,10 @@ and one `berth-runtime gateway --static <model>=<runtime address>` in front of i
 same proxy code as in the cluster; static routes instead of Kubernetes discovery).
 
 How it measures, so that the two paths are comparable on a small, shared machine:
-- the runtime, the gateway and the load generator are each pinned (taskset) and niced the
-  same way for both paths; the one load generator process drives both paths;
+- the runtime and the load generator are pinned (taskset) and niced the same way for both
+  paths, and one load generator process drives both; the gateway (niced alike) shares the
+  core where it disturbs the comparison least (`gateway_cpus`: the runtime's at c=1, the
+  load generator's above);
 - at each concurrency (1 and 32) both paths are warmed up, then measured in interleaved
   windows, ABBA (direct, gateway, gateway, direct, ...), over connections kept open, so a
   change of the machine's background load hits both alike;
@@ -15,7 +17,10 @@ How it measures, so that the two paths are comparable on a small, shared machine
   core from the gateway process' own CPU time in its windows (goal >= 2,500; Knative's
   activator is documented at roughly 2,500 rps per vCPU); ratios against the peer (the
   direct path); the runtime's own CPU per request on each path (equal when both paths
-  gave it the same work) and the load generator's CPU share (flagged above 80%).
+  gave it the same work), the load generator's CPU share (flagged above 80%), and the
+  gateway's own time per request from its `berth_gateway_overhead_seconds` histogram
+  (the part of the added latency that is the proxy's code rather than the scheduling of
+  one more process on a busy machine).
 
 Cold start (goal <= 1 s of overhead: first request to its response minus the model's
 own load time) needs Kubernetes: `tests/gateway/test_gateway_traffic.py` measures it
@@ -39,6 +44,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from berth_bench import models as M
 from berth_bench import peers as P
 from berth_bench import proc, report
@@ -48,6 +55,7 @@ from berth_bench.runtime import Target, free_port, log, targets, wait_ready
 RESULTS = P.BENCH / "results"
 GOALS = {"added_p50_ms": 1.0, "gateway_rps_per_core": 2500.0, "cold_start_overhead_s": 1.0}
 LABELS = ("direct", "gateway")
+OVERHEAD = "berth_gateway_overhead_seconds"  # the gateway's own time per request
 # Rounds multipliers: an embedding takes milliseconds to tens of milliseconds on a busy
 # CPU, so it gets more rounds (more requests for its medians; smoke: 1x). More rounds
 # rather than longer windows: in ABBA order a path idles for two windows, and its
@@ -65,9 +73,9 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, RuntimeSettings]:
     ap.add_argument("--duration", type=float, help="seconds per window (default 2; smoke 1)")
     ap.add_argument("--warmup", type=float, help="seconds per path first (default 3; smoke 1)")
     ap.add_argument("--server-cpus", default="1", help="taskset list for the runtime")
-    ap.add_argument("--gateway-cpus", default="0",
-                    help="taskset list for the gateway (default 0, the load generator's: the "
-                    "runtime's core then is the same on both paths)")  # fmt: skip
+    ap.add_argument("--gateway-cpus", default="auto",
+                    help="taskset list for the gateway; auto (default): the runtime's CPUs at "
+                    "c=1, the load generator's above (see the module's doc)")  # fmt: skip
     ap.add_argument("--loadgen-cpus", default="0")
     ap.add_argument("--out", type=Path, default=RESULTS)
     a = ap.parse_args(argv)
@@ -89,6 +97,19 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, RuntimeSettings]:
     return a, s
 
 
+def gateway_cpus(choice: str, c: int, s: RuntimeSettings) -> str:
+    """Where the gateway runs. A 2-core machine has no core for it alone, so it shares the
+    one where it disturbs the comparison least. At c=1 the runtime and the gateway never
+    run at the same time (the runtime is idle while the gateway forwards), so it shares
+    the runtime's: the client's core is then the same as on the direct path (sharing the
+    client's, the client's next request waits for the gateway's end-of-response work,
+    which a client on another machine never does). At higher concurrency both are busy at
+    once, so it shares the client's and the runtime keeps its core as on the direct path."""
+    if choice != "auto":
+        return choice
+    return s.server_cpus if c == 1 else s.loadgen_cpus
+
+
 def _start_gateway(
     model: str, runtime_port: int, cpus: str, nice: int, tmp: Path
 ) -> tuple[proc.Server, str]:
@@ -103,6 +124,7 @@ def _start_gateway(
 
 def interleaved(
     kind: str,
+    metrics_url: str,
     urls: dict[str, str],
     t: Target,
     c: int,
@@ -128,18 +150,27 @@ def interleaved(
     assert lg.stdout is not None
     before: dict[str, dict[int, float]] = {}
     cpu: dict[str, float] = {}
+    scrape = ["", ""]  # the gateway's /metrics at the window's start and end
+    own: dict[str, Any] = {}
     windows: list[dict[str, Any]] = []
-    for line in lg.stdout:
-        line = line.strip()
-        if line.startswith("MEASURE_START"):
-            before = {name: srv.snapshot() for name, srv in servers.items()}
-        elif line.startswith("MEASURE_END"):
-            cpu = {name: proc.cpu_delta(before[name], srv.snapshot())
-                   for name, srv in servers.items()}  # fmt: skip
-        elif line.startswith("{"):
-            w = json.loads(line)
-            w.update({f"{name}_cpu_s": v for name, v in cpu.items()})
-            windows.append(w)
+    with httpx.Client(timeout=10) as client:
+        for line in lg.stdout:
+            line = line.strip()
+            if line.startswith("MEASURE_START"):
+                before = {name: srv.snapshot() for name, srv in servers.items()}
+                scrape[0] = client.get(metrics_url).text
+            elif line.startswith("MEASURE_END"):
+                cpu = {name: proc.cpu_delta(before[name], srv.snapshot())
+                       for name, srv in servers.items()}  # fmt: skip
+                scrape[1] = client.get(metrics_url).text
+                own = report.hist_delta(scrape[0], scrape[1], OVERHEAD)
+            elif line.startswith("{"):
+                w = json.loads(line)
+                w.update({f"{name}_cpu_s": v for name, v in cpu.items()})
+                w["gateway_own_count"] = own["count"]
+                w["gateway_own_us_p50"] = own["p50"] * 1e6
+                w["gateway_own_us_mean"] = own["mean"] * 1e6
+                windows.append(w)
     err = lg.stderr.read() if lg.stderr else ""
     lg.wait()
     if lg.returncode != 0 or len(windows) != 2 * rounds:
@@ -162,18 +193,20 @@ def bench_model(
                      if x.variant == ("openai" if kind == "embedding" else "oip-json"))  # fmt: skip
     runtime = proc.Server(ln.cmd, env=ln.env, cwd=ln.cwd, log=work / "runtime.log",
                           cpus=s.server_cpus or None, nice=s.nice)  # fmt: skip
-    gateway, gw_base = _start_gateway(served, port, a.gateway_cpus, s.nice, work)
+    gateway, gw_base = _start_gateway(served, port, "", s.nice, work)
     urls = {"direct": f"http://127.0.0.1:{port}{t.path}", "gateway": gw_base + t.path}
     rows: list[dict[str, Any]] = []
     try:
         wait_ready(runtime, urls["direct"], t, s.start_timeout_s)
         wait_ready(gateway, urls["gateway"], t, 60)
         runtime.pin()
-        gateway.pin()
         for c in s.concurrency:
-            windows = interleaved(kind, urls, t, c, a, s,
+            gateway.cpus = gateway_cpus(a.gateway_cpus, c, s)
+            gateway.pin()
+            windows = interleaved(kind, gw_base + "/metrics", urls, t, c, a, s,
                                   {"runtime": runtime, "gateway": gateway}, tmp)  # fmt: skip
             row = {"model": kind, "variant": t.variant, "concurrency": c,
+                   "gateway_cpus": gateway.cpus,
                    **report.gateway_pairs(windows), "windows": windows}  # fmt: skip
             rows.append(row)
             lo, hi = row["added_p50_ms_spread"]

@@ -284,6 +284,11 @@ def gateway_pairs(windows: list[Row]) -> Row:
         # asked the same work of it (the check the first gateway benchmark lacked)
         "runtime_cpu_ms_per_request_direct": median(rt_d),
         "runtime_cpu_ms_per_request_gateway": median(rt_g),
+        # the gateway's own time per request (its histogram, the wait for the model
+        # excluded): the part of the added latency that is the proxy's code, not the
+        # machine's scheduling of one more process twice per request
+        "gateway_own_us_p50": median([float(w.get("gateway_own_us_p50", math.nan)) for w in g]),
+        "gateway_own_us_mean": median([float(w.get("gateway_own_us_mean", math.nan)) for w in g]),
         "loadgen_cpu_util_max": max(lg_util, default=math.nan),
         "loadgen_bound": any(u > LOADGEN_BUSY for u in lg_util),
         "errors": sum(int(w["errors"]) for w in d + g),
@@ -299,7 +304,7 @@ def format_gateway(rows: list[Row]) -> str:
     head = (
         f"{'model':9} {'c':>3} {'direct p50':>10} {'gw p50':>8} {'added p50 [min..max]':>24} "
         f"{'gw/direct p50':>13} {'gw/direct rps':>13} {'gw req/s/core [min..max]':>26} "
-        f"{'rt cpu ms/req d|gw':>18}"
+        f"{'rt cpu ms/req d|gw':>18} {'gw own us p50':>13}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -310,8 +315,51 @@ def format_gateway(rows: list[Row]) -> str:
             f"{_f(r['p50_ratio'], 2):>13} {_f(r['rps_ratio'], 2):>13} "
             f"{_f(r['gateway_rps_per_core'], 0):>6} {rng(r['gateway_rps_per_core_spread'], 0):>19} "
             f"{_f(r['runtime_cpu_ms_per_request_direct'], 2):>8}|"
-            f"{_f(r['runtime_cpu_ms_per_request_gateway'], 2):<8}"
+            f"{_f(r['runtime_cpu_ms_per_request_gateway'], 2):<8} "
+            f"{_f(r.get('gateway_own_us_p50', math.nan), 0):>13}"
             + ("  LOADGEN BUSY" if r["loadgen_bound"] else "")
             + (f"  errors {r['errors']}" if r["errors"] else "")
         )
     return "\n".join(lines)
+
+
+def histogram(text: str, name: str) -> tuple[list[tuple[float, float]], float, float]:
+    """(cumulative buckets [(le, count)], sum, count) of one Prometheus histogram in a
+    text exposition, summed over its label sets."""
+    buckets: dict[float, float] = {}
+    total = count = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name):
+            continue
+        head, _, value = line.rpartition(" ")
+        if head.startswith(name + "_bucket{"):
+            le = head.split('le="', 1)[1].split('"', 1)[0]
+            bound = math.inf if le == "+Inf" else float(le)
+            buckets[bound] = buckets.get(bound, 0.0) + float(value)
+        elif head.startswith(name + "_sum"):
+            total += float(value)
+        elif head.startswith(name + "_count"):
+            count += float(value)
+    return sorted(buckets.items()), total, count
+
+
+def hist_delta(before: str, after: str, name: str) -> Row:
+    """Mean and p50 (linear within its bucket) of the observations between two scrapes."""
+    b0, s0, c0 = histogram(before, name)
+    b1, s1, c1 = histogram(after, name)
+    n = c1 - c0
+    if n <= 0:
+        return {"count": 0, "mean": math.nan, "p50": math.nan}
+    prev = dict(b0)
+    lo_bound, lo_count, p50 = 0.0, 0.0, math.nan
+    for bound, cum in b1:
+        cum -= prev.get(bound, 0.0)
+        if cum >= n / 2:
+            if math.isinf(bound):
+                p50 = lo_bound
+            else:
+                frac = (n / 2 - lo_count) / (cum - lo_count) if cum > lo_count else 0.0
+                p50 = lo_bound + (bound - lo_bound) * frac
+            break
+        lo_bound, lo_count = bound, cum
+    return {"count": int(n), "mean": (s1 - s0) / n, "p50": p50}

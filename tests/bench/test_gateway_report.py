@@ -73,3 +73,27 @@ def test_a_round_missing_one_path_is_left_out_and_no_cpu_is_nan() -> None:
 def test_median(values: list[float], want: float) -> None:
     got = report.median(values)
     assert (math.isnan(got) and math.isnan(want)) or got == pytest.approx(want)
+
+
+def _scrape(counts: list[float], total: float) -> str:
+    bounds = ["0.0001", "0.0002", "0.0005", "+Inf"]
+    lab = 'model="m",modeldeployment="m",namespace="default"'
+    lines = [f'berth_gateway_overhead_seconds_bucket{{{lab},le="{b}"}} {c}'
+             for b, c in zip(bounds, counts, strict=True)]  # fmt: skip
+    lines += [f"berth_gateway_overhead_seconds_sum{{{lab}}} {total}",
+              f"berth_gateway_overhead_seconds_count{{{lab}}} {counts[-1]}",
+              f'berth_gateway_requests_total{{{lab},code="200"}} 9.0']  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def test_hist_delta_takes_the_window_between_two_scrapes() -> None:
+    before = _scrape([10, 10, 10, 10], 0.001)  # 10 earlier requests, all under 0.1 ms
+    # 100 more in the window: 20 under 0.1 ms, 60 in (0.1, 0.2], 20 in (0.2, 0.5]
+    after = _scrape([30, 90, 110, 110], 0.001 + 0.016)
+    got = report.hist_delta(before, after, "berth_gateway_overhead_seconds")
+    assert got["count"] == 100
+    assert got["mean"] == pytest.approx(0.00016)
+    # the 50th of 100 lies 30 into the 60 of (0.1, 0.2] ms: 0.15 ms
+    assert got["p50"] == pytest.approx(0.00015)
+    none = report.hist_delta(after, after, "berth_gateway_overhead_seconds")
+    assert none["count"] == 0 and math.isnan(none["p50"])

@@ -175,3 +175,25 @@ def test_head_requests_get_the_head_alone(stack: tuple[str, list[str]]) -> None:
             assert r.headers["content-length"] == "500"
         r = client.get(f"{base}/v2/models/m/big?n=500")
         assert r.status_code == 200 and len(r.content) == 500
+
+
+def test_the_gateway_reports_its_own_time_per_request(stack: tuple[str, list[str]]) -> None:
+    # berth_gateway_overhead_seconds: the proxy's own time, the wait for the model left
+    # out; the 1 s /slow requests must not land in it (they would if the wait counted)
+    base, _ = stack
+    labels = 'model="m",modeldeployment="m",namespace="default"'
+
+    def hist() -> tuple[float, float]:
+        text = httpx.get(f"{base}/metrics").text
+        get = {x.rsplit(" ", 1)[0]: float(x.rsplit(" ", 1)[1]) for x in text.splitlines()
+               if x.startswith("berth_gateway_overhead_seconds_")}  # fmt: skip
+        return (get.get(f"berth_gateway_overhead_seconds_count{{{labels}}}", 0.0),
+                get.get(f"berth_gateway_overhead_seconds_sum{{{labels}}}", 0.0))  # fmt: skip
+
+    n0, s0 = hist()
+    with httpx.Client(timeout=10) as client:
+        for _ in range(5):
+            assert client.post(f"{base}/v2/models/m/slow").status_code == 200
+    n1, s1 = hist()
+    assert n1 - n0 == 5
+    assert 0 < (s1 - s0) / 5 < 0.5, (s1 - s0) / 5  # far below the model's 1 s

@@ -42,6 +42,7 @@ from berth_runtime.gateway.metrics import GatewayMetrics, ModelKey
 from berth_runtime.gateway.settings import GatewaySettings
 
 log = logging.getLogger("berth.gateway")
+_clock = time.perf_counter
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -137,6 +138,7 @@ class Gateway:
             return
         if scope["type"] != "http":
             return
+        t0 = _clock()
         path = scope["path"]
         target = self._targets.get(path)
         if target is None:
@@ -168,7 +170,7 @@ class Gateway:
                     self.metrics.unrouted.get("unknown_model", 0) + 1
                 )
                 raise ModelNotFound(found.message)
-            await self._serve(scope, receive, send, target, found.route, body)
+            await self._serve(scope, receive, send, target, found.route, body, t0)
         except BerthError as err:
             await self._error(send, target.protocol, err)
         except ClientGone:
@@ -214,6 +216,7 @@ class Gateway:
         target: paths.Target,
         route: routing.Route,
         body: bytes | None,
+        t0: float,
     ) -> None:
         model = route.model
         key: ModelKey = (model.namespace, model.name, model.served)
@@ -222,7 +225,7 @@ class Gateway:
             if body is None:
                 body = await self._read_body(scope, receive, self.settings.max_body_bytes)
             route, waited = await self._hold(key, route, receive, len(body))
-        code = await self._forward(scope, receive, send, target, route, body, waited, key)
+        code = await self._forward(scope, receive, send, target, route, body, waited, key, t0)
         self.metrics.answered(key, code)
 
     async def _hold(
@@ -284,6 +287,7 @@ class Gateway:
         body: bytes | None,
         waited: float | None,
         key: ModelKey,
+        t0: float,
     ) -> int:
         first: dict[str, Any] = {}
         if body is None:
@@ -318,6 +322,7 @@ class Gateway:
                 )
                 self.inflight[ep.address] = self.inflight.get(ep.address, 0) + 1
                 try:
+                    t_out = _clock()
                     try:
                         response = await self.pool.request(
                             ep.address, scope["method"], path, headers, content
@@ -331,9 +336,11 @@ class Gateway:
                     except upstream.UpstreamError as exc:
                         raise UpstreamFailed(f"endpoint {ep.address}: {exc}") from None
                     try:
-                        await self._relay(response, receive, send, waited)
+                        t_back = await self._relay(response, receive, send, waited)
                     finally:
                         response.release()
+                    if t_back and waited is None:
+                        self.metrics.overhead(key, _clock() - t_back + t_out - t0)
                     return response.status
                 finally:
                     self.inflight[ep.address] -= 1
@@ -347,7 +354,9 @@ class Gateway:
 
     async def _relay(
         self, response: upstream.Response, receive: Receive, send: Send, waited: float | None
-    ) -> None:
+    ) -> float:
+        """Send the response on; return when its whole body was back from the model (the
+        clock), or 0.0 for a streamed one."""
         # the upstream client lower-cased the names and noted the content-length
         out = [kv for kv in response.headers if kv[0] not in RESPONSE_DROP]
         if waited is not None:
@@ -362,9 +371,10 @@ class Gateway:
             except upstream.UpstreamError as exc:
                 # nothing was sent to the client yet: a clean 502
                 raise UpstreamFailed(f"the response broke off: {exc}") from None
+            t_back = _clock()
             await send(start)
             await send({"type": "http.response.body", "body": data, "more_body": False})
-            return
+            return t_back
         await send(start)
         # a stream (no length: SSE, a long generation) stops when its client leaves, so the
         # model stops working for nobody (the server's send() just drops data after that)
@@ -381,6 +391,7 @@ class Gateway:
             if watch is not None:
                 watch.cancel()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return 0.0
 
     # -- bodies and replies -------------------------------------------------------------
     async def _read_body(self, scope: Scope, receive: Receive, limit: int) -> bytes:
