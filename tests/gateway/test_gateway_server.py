@@ -35,7 +35,7 @@ class Recorder:
 
 async def test_head_and_body_in_one_iteration_leave_in_one_write() -> None:
     t = Recorder()
-    hold = _HeadHold(t, asyncio.get_running_loop())  # type: ignore[arg-type]
+    hold = _HeadHold(t, asyncio.get_running_loop())
     hold.write(HEAD)
     assert t.writes == []  # held for its body
     hold.write(b"ok")
@@ -48,7 +48,7 @@ async def test_head_and_body_in_one_iteration_leave_in_one_write() -> None:
 
 async def test_a_head_alone_goes_out_at_the_end_of_the_iteration() -> None:
     t = Recorder()
-    hold = _HeadHold(t, asyncio.get_running_loop())  # type: ignore[arg-type]
+    hold = _HeadHold(t, asyncio.get_running_loop())
     hold.write(HEAD)  # a streamed body not there yet, or a HEAD request
     await asyncio.sleep(0)
     await asyncio.sleep(0)
@@ -59,7 +59,7 @@ async def test_a_head_alone_goes_out_at_the_end_of_the_iteration() -> None:
 
 async def test_close_flushes_a_held_head_and_the_rest_is_the_transport() -> None:
     t = Recorder()
-    hold = _HeadHold(t, asyncio.get_running_loop())  # type: ignore[arg-type]
+    hold = _HeadHold(t, asyncio.get_running_loop())
     hold.write(HEAD)
     hold.close()
     assert t.writes == [HEAD] and t.closed
