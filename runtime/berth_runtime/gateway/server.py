@@ -4,12 +4,65 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from berth_runtime.gateway.settings import GatewaySettings
 
 log = logging.getLogger("berth.gateway")
+
+
+class _HeadHold:
+    """The client connection's transport, as uvicorn's HTTP protocol sees it: a response
+    head is held until the body's first write, and both go out in one write (one
+    syscall, one TCP segment for a small answer) instead of two.
+
+    uvicorn writes the head on `http.response.start` and the body on the next message;
+    the proxy sends both in the same loop iteration when it has the whole body. A head
+    still held at the end of that iteration (a streamed body that is not there yet, a
+    HEAD request) is written then, so nothing waits longer than one iteration."""
+
+    __slots__ = ("_flush_handle", "_held", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+        self._flush_handle: asyncio.Handle | None = None
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            if self._flush_handle is not None:
+                self._flush_handle.cancel()
+            self._transport.writelines((held, data))
+        elif data.startswith(b"HTTP/") and data.endswith(b"\r\n\r\n"):
+            self._held = data
+            self._flush_handle = self._loop.call_soon(self.flush)
+        else:
+            self._transport.write(data)
+
+    def flush(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            self._transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:  # everything else: the real transport
+        return getattr(self._transport, name)
+
+
+class GatewayHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol writing each small response in one piece."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(_HeadHold(transport, self.loop))  # type: ignore[arg-type]
 
 
 async def run(settings: GatewaySettings) -> None:
@@ -36,11 +89,14 @@ async def run(settings: GatewaySettings) -> None:
         host=settings.host,
         port=settings.port,
         loop="none",
-        http="httptools",
+        http=GatewayHttpProtocol,
+        # nothing here reads the client address; the middleware would cost a call per request
+        proxy_headers=False,
         lifespan="on",
         access_log=False,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=30,
+        timeout_keep_alive=settings.client_keepalive_seconds,
         backlog=4096,
         server_header=False,
     )

@@ -42,6 +42,10 @@ class GatewaySettings:
     connect_timeout: float = 2.0
     # Seconds to wait for a model's response (covers long generations; 0: no limit).
     read_timeout: float = 600.0
+    # Seconds a client's idle keep-alive connection stays open. Longer than the idle time of
+    # common clients and load balancers (httpx 5 s, nginx 60 s, cloud LBs 60 s), so that a
+    # client never sends a request on a connection the gateway is closing at that moment.
+    client_keepalive_seconds: int = 120
     # Idle keep-alive connections kept per endpoint.
     keepalive_per_endpoint: int = 64
     # Retry-After (seconds) on 429 and on 503 after the hold deadline.

@@ -48,10 +48,12 @@ class _Conn(asyncio.Protocol):
         self.idle_since = 0.0
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
+        # one parser per connection: it reads keep-alive responses one after the other (a
+        # connection whose response failed or was cut short is closed, never reused)
+        self.parser = httptools.HttpResponseParser(self)
         self._reset()
 
     def _reset(self) -> None:
-        self.parser = httptools.HttpResponseParser(self)
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.head: asyncio.Future[None] = self.loop.create_future()
@@ -62,6 +64,7 @@ class _Conn(asyncio.Protocol):
         self.error: BaseException | None = None
         self.got_bytes = False
         self.paused_reading = False
+        self.length = -1  # the response's content-length; -1: none (chunked or to close)
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -97,6 +100,9 @@ class _Conn(asyncio.Protocol):
 
     # -- httptools callbacks ------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()  # once, here: the proxy filters on lower-case names
+        if name == b"content-length" and value.isdigit():
+            self.length = int(value)
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -145,21 +151,40 @@ class _Conn(asyncio.Protocol):
             self._drain = self.loop.create_future()
             await self._drain
 
-    async def body(self) -> AsyncIterator[bytes]:
+    async def read(self) -> bytes:
+        """The next body chunk; b"" at the end of the body. (A plain coroutine, not an
+        async generator: those cost a registration with the loop per response.)"""
         while True:
-            while self.chunks:
+            if self.chunks:
                 chunk = self.chunks.popleft()
                 if self.paused_reading and len(self.chunks) < HIGH_WATER // 2 and self.transport:
                     self.paused_reading = False
                     self.transport.resume_reading()
-                yield chunk
+                if chunk:
+                    return chunk
+                continue
             if self.complete:
-                return
+                return b""
             if self.error is not None:
                 raise self.error
             self.more = self.loop.create_future()
             await self.more
             self.more = None
+
+    async def read_all(self) -> bytes:
+        """The whole remaining body (for small bodies of known length)."""
+        while not self.complete:
+            if self.error is not None:
+                raise self.error
+            if self.paused_reading and self.transport:  # all of it is wanted: keep reading
+                self.paused_reading = False
+                self.transport.resume_reading()
+            self.more = self.loop.create_future()
+            await self.more
+            self.more = None
+        data = b"".join(self.chunks)
+        self.chunks.clear()
+        return data
 
 
 class Response:
@@ -173,10 +198,16 @@ class Response:
         self.headers = conn.headers
         self.head_only = head_only
 
+    async def read(self) -> bytes:
+        """The next body chunk, b"" at the end."""
+        return b"" if self.head_only else await self.conn.read()
+
+    async def read_all(self) -> bytes:
+        return b"" if self.head_only else await self.conn.read_all()
+
     async def body(self) -> AsyncIterator[bytes]:
-        if self.head_only:
-            return
-        async for chunk in self.conn.body():
+        """The body, chunk by chunk (for callers that want an iterator)."""
+        while chunk := await self.read():
             yield chunk
 
     def release(self) -> None:
