@@ -104,9 +104,14 @@ class SteadyLoad:
         try:
             r = await client.post(self.url, content=self.body,
                                   headers={"content-type": "application/json"})  # fmt: skip
-            self.results.append((t, str(r.status_code)))
         except httpx.HTTPError as exc:
             self.results.append((t, type(exc).__name__))
+            return
+        self.results.append((t, str(r.status_code)))
+        self.answered(t, r)
+
+    def answered(self, t: float, r: httpx.Response) -> None:
+        """A hook for subclasses: the response to the request sent at `t`."""
 
     async def _run(self) -> None:
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)

@@ -12,7 +12,6 @@ request differently, so every response says which version served it.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import warnings
@@ -79,34 +78,7 @@ class VersionedLoad(SteadyLoad):
         self.fingerprints = fingerprints
         self.versions: list[tuple[float, str]] = []
 
-    async def _run(self) -> None:
-        # Idle connections expire on the client first (2 s) rather than both ends at 5 s
-        # (httpx's default and the gateway's uvicorn keep-alive): a request sent on a
-        # connection the server is closing at that instant fails with ReadError on the
-        # client side, whatever the gateway does with it.
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64,
-                              keepalive_expiry=2.0)  # fmt: skip
-        async with httpx.AsyncClient(timeout=self.timeout, limits=limits) as client:
-            tasks = set()
-            period = 1.0 / self.rps
-            nxt = time.monotonic()
-            while not self._stop.is_set():
-                task = asyncio.create_task(self._one(client))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-                nxt += period
-                await asyncio.sleep(max(0.0, nxt - time.monotonic()))
-            await asyncio.gather(*tasks)
-
-    async def _one(self, client: httpx.AsyncClient) -> None:
-        t = time.monotonic()
-        try:
-            r = await client.post(self.url, content=self.body,
-                                  headers={"content-type": "application/json"})  # fmt: skip
-        except httpx.HTTPError as exc:
-            self.results.append((t, type(exc).__name__))
-            return
-        self.results.append((t, str(r.status_code)))
+    def answered(self, t: float, r: httpx.Response) -> None:
         if r.status_code == 200:
             value = float(r.json()["outputs"][0]["data"][0])
             version = next((v for v, f in self.fingerprints.items() if abs(value - f) < 1e-3), "?")
