@@ -15,6 +15,7 @@ reads, the runtime only answers.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -29,6 +30,7 @@ logger = logging.getLogger("berth_operator.startup")
 Key = tuple[str, str]
 READ_TIMEOUT_S = 2.0  # seconds for one GET of /startup (a Ready runtime answers at once)
 RETRY_DELAY_S = 1.0  # seconds before the one retry (not after a refused connection)
+MAX_REPORT_BYTES = 64 * 1024  # the pod is the tenant's: a larger answer is refused unread
 MAX_READS = 8  # reads at once: thousands of pods turning Ready never flood the operator
 WAKE_TTL_S = 600.0  # a wake-up not followed by a Ready pod within this long is forgotten
 
@@ -128,12 +130,11 @@ class StartupReader:
             self._client = httpx.AsyncClient(timeout=READ_TIMEOUT_S)
         for attempt in range(2):
             try:
-                async with self._slots:
-                    resp = await self._client.get(url)
-                if resp.status_code != 200:
-                    why = f"GET {url} answered {resp.status_code}"
-                else:
-                    return startup.parse_report(resp.json()), ""
+                async with self._slots, self._client.stream("GET", url) as resp:
+                    if resp.status_code != 200:
+                        why = f"GET {url} answered {resp.status_code}"
+                    else:
+                        return startup.parse_report(json.loads(await _bounded(resp))), ""
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # nothing there: no retry
                 why = f"GET {url} failed: {type(exc).__name__}: {exc}"
                 break
@@ -143,3 +144,13 @@ class StartupReader:
                 await asyncio.sleep(RETRY_DELAY_S)
         logger.info("runtime start-up phases not read: %s", why)
         return None, f"the runtime's phases could not be read ({why})"
+
+
+async def _bounded(resp: httpx.Response) -> bytes:
+    """The body, refused (ValueError) past MAX_REPORT_BYTES without reading the rest."""
+    body = bytearray()
+    async for chunk in resp.aiter_bytes():
+        body += chunk
+        if len(body) > MAX_REPORT_BYTES:
+            raise ValueError(f"the answer is larger than {MAX_REPORT_BYTES} bytes")
+    return bytes(body)
