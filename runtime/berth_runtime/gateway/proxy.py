@@ -36,7 +36,7 @@ from berth_runtime.errors import (
     UpstreamFailed,
     error_body,
 )
-from berth_runtime.gateway import paths, routing, upstream
+from berth_runtime.gateway import paths, routing, upstream, warmup
 from berth_runtime.gateway.holding import Hold, Holds, Overflow
 from berth_runtime.gateway.metrics import GatewayMetrics, ModelKey
 from berth_runtime.gateway.settings import GatewaySettings
@@ -72,6 +72,8 @@ RESPONSE_DROP = HOP_BY_HOP | {b"date"}
 WHOLE_BODY_MAX = 64 * 1024
 COLD_HEADER = b"berth-cold-start"
 TARGET_CACHE = 4096  # distinct request paths whose parse is kept (then the cache restarts)
+PROBE_INTERVAL = 0.1  # seconds between readiness GETs of starting pods while requests wait
+PROBE_TIMEOUT = 0.5  # seconds for one such GET
 REWAKE_AFTER = 10.0  # seconds: a model still at zero with requests held is woken again
 
 
@@ -93,6 +95,9 @@ class Gateway:
         self.wake_fn = wake
         self.is_ready = is_ready
         self.table = routing.Table()
+        self.base = routing.Table()  # the table as discovery gave it (self.table adds warm)
+        self.warm: dict[warmup.Key, frozenset[str]] = {}  # probed-ready starting endpoints
+        self._probing: set[warmup.Key] = set()
         self.inflight: dict[str, int] = {}  # per endpoint address
         self.holds = Holds(settings.hold_max_requests, settings.hold_max_bytes)
         self.rng = random.Random()
@@ -109,6 +114,11 @@ class Gateway:
 
     # -- the table ----------------------------------------------------------------------
     def set_table(self, table: routing.Table) -> None:
+        """Kubernetes' view (discovery), plus the starting pods the gateway itself found
+        ready while requests were held (warmup.py) until that view catches up."""
+        self.base = table
+        self.warm = warmup.prune(self.warm, table)
+        table = warmup.with_warm(table, self.warm)
         self.table = table
         self.pool.retain({e.address for r in table.routes.values() for e in r.endpoints})
         for hold in self.holds.update(table):
@@ -130,6 +140,34 @@ class Gateway:
         task: asyncio.Task[bool] = asyncio.create_task(self.wake_fn(model, hold.count))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _probe_starting(self, hold: Hold) -> None:
+        """While `hold` waits: GET the readiness of the model's starting pods every
+        PROBE_INTERVAL; the first that answers 200 gets the held requests (warmup.py)."""
+        try:
+            while not hold.ready.is_set() and hold.count > 0:
+                route = next((r for r in self.base.routes.values()
+                              if (r.model.namespace, r.model.name) == hold.key), None)  # fmt: skip
+                if route is not None and not route.endpoints and route.starting:
+                    addresses = [e.address for e in route.starting]
+                    answers = await asyncio.gather(
+                        *(warmup.probe(a, PROBE_TIMEOUT) for a in addresses)
+                    )
+                    up = frozenset(a for a, ok in zip(addresses, answers, strict=True) if ok)
+                    if up and not hold.ready.is_set():
+                        log.info("%s/%s: %s answers ready before Kubernetes says so; "
+                                 "held requests go there", *hold.key, ", ".join(sorted(up)))  # fmt: skip
+                        self.warm[hold.key] = self.warm.get(hold.key, frozenset()) | up
+                        self.set_table(self.base)
+                        return
+                await asyncio.sleep(PROBE_INTERVAL)
+        finally:
+            self._probing.discard(hold.key)
 
     # -- ASGI ---------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -248,6 +286,9 @@ class Gateway:
         try:
             if hold.woke_at is None and model.replicas == 0:
                 self._wake(hold, model)
+            if self.settings.probe_starting and hkey not in self._probing:
+                self._probing.add(hkey)
+                self._spawn(self._probe_starting(hold))
             await _wait_or_disconnect(hold.ready, receive, deadline)
         except TimeoutError:
             self.metrics.answered(key, 503)

@@ -87,6 +87,9 @@ class Route:
     stable: tuple[Endpoint, ...] = ()
     canary: tuple[Endpoint, ...] = ()
     canary_percent: float = 0.0
+    # the stable Service's endpoints that are neither ready nor terminating: pods still
+    # starting, which the gateway probes itself while it holds requests (see warmup.py)
+    starting: tuple[Endpoint, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -215,12 +218,17 @@ def build_table(models: Iterable[ModelInfo], slices: Iterable[SliceInfo]) -> Tab
     over a name that already serves.
     """
     ready: dict[tuple[str, str], set[str]] = {}
+    starting: dict[tuple[str, str], set[str]] = {}  # not ready, not terminating
     canaries: dict[tuple[str, str], set[str]] = {}  # (namespace, model) -> canary endpoints
     for s in slices:
         if s.port is None:
             continue
         for ep in s.endpoints:
-            if ep.ready and not ep.terminating:
+            if not ep.ready and not ep.terminating:
+                starting.setdefault((s.namespace, s.service), set()).add(
+                    _host_port(ep.address, s.port)
+                )
+            elif ep.ready and not ep.terminating:
                 address = _host_port(ep.address, s.port)
                 ready.setdefault((s.namespace, s.service), set()).add(address)
                 if s.track == CANARY and s.service == s.model + CANARY_SUFFIX:
@@ -231,13 +239,15 @@ def build_table(models: Iterable[ModelInfo], slices: Iterable[SliceInfo]) -> Tab
         if key in routes:
             continue
         eps = tuple(Endpoint(a) for a in sorted(ready.get((m.namespace, m.name), ())))
+        rising = tuple(Endpoint(a) for a in sorted(starting.get((m.namespace, m.name), ())))
         if m.canary_weight is None:
-            routes[key] = Route(model=m, endpoints=eps)
+            routes[key] = Route(model=m, endpoints=eps, starting=rising)
             continue
         canary = tuple(Endpoint(a) for a in sorted(canaries.get((m.namespace, m.name), ())))
         _, percent = split(m.canary_weight, bool(eps), bool(canary))
         routable = (eps if percent < 100 else ()) + (canary if percent > 0 else ())
-        routes[key] = Route(m, routable, stable=eps, canary=canary, canary_percent=percent)
+        routes[key] = Route(m, routable, stable=eps, canary=canary, canary_percent=percent,
+                            starting=rising)  # fmt: skip
     return Table(routes=routes)
 
 

@@ -50,6 +50,10 @@ class GatewaySettings:
     keepalive_per_endpoint: int = 64
     # Retry-After (seconds) on 429 and on 503 after the hold deadline.
     retry_after_seconds: int = 5
+    # Whether, while requests are held, the gateway GETs the readiness of the model's
+    # starting pods itself (every 0.1 s) and sends them to the first that answers, before
+    # Kubernetes marks it ready (Knative's activator does the same).
+    probe_starting: bool = True
     # Whether the first held request patches the model's /scale (off: hold only).
     wake: bool = True
     # Static routes without Kubernetes, "name=host:port,name2=host:port" (namespace
