@@ -7,6 +7,8 @@ from typing import Any
 
 from .config import GPU_PRODUCT_LABEL, GPU_RESOURCE, KWOK_ANNOTATION, NodePool
 
+POOL_LABEL = "berth.dev/pool"
+
 
 def node_manifest(pool: NodePool, name: str) -> dict[str, Any]:
     """The Node object KWOK will keep alive; capacity equals allocatable."""
@@ -16,7 +18,7 @@ def node_manifest(pool: NodePool, name: str) -> dict[str, Any]:
         "kubernetes.io/arch": "amd64",
         "node.kubernetes.io/instance-type": f"berth-dev-{pool.name}",
         "type": "kwok",
-        "berth.dev/pool": pool.name,
+        POOL_LABEL: pool.name,
     }
     capacity = {
         "cpu": pool.cpu,
@@ -56,6 +58,7 @@ def pool_manifests(pools: Iterable[NodePool]) -> list[dict[str, Any]]:
 
 def create_fake_nodes(client: Any, pools: Iterable[NodePool]) -> list[str]:
     """Create the nodes that do not exist yet (lightkube sync Client); return all names."""
+    from lightkube import operators
     from lightkube.core.exceptions import ApiError
     from lightkube.resources.core_v1 import Node
     from lightkube.types import PatchType
@@ -75,6 +78,15 @@ def create_fake_nodes(client: Any, pools: Iterable[NodePool]) -> list[str]:
                 Node.Status, name, {"status": {"capacity": storage, "allocatable": storage}},
                 patch_type=PatchType.MERGE,
             )  # fmt: skip
+    # Fake nodes of pools the config does not name are left over from a benchmark that was
+    # killed before its cleanup: they would take the GPU pods meant for the configured pools.
+    wanted = {pool.name for pool in pools}
+    stale = [
+        str(node.metadata.name)
+        for node in client.list(Node, labels={POOL_LABEL: operators.exists()})
+        if node.metadata is not None and (node.metadata.labels or {}).get(POOL_LABEL) not in wanted
+    ]
+    delete_fake_nodes(client, stale)
     return names
 
 

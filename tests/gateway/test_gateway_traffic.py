@@ -108,7 +108,9 @@ def test_scale_from_zero_holds_20_concurrent_requests(
         )
         assert replicas(c, ns, "cnn") >= 1
         # how much of the cold start the gateway adds: first response minus the pod's load
-        pod = ready_pods(c, ns, "cnn")[0]
+        # the gateway may answer before Kubernetes marks the pod Ready (it probes starting
+        # pods itself while it holds requests): wait for Kubernetes' view
+        pod = wait_for(lambda: ready_pods(c, ns, "cnn"), 60, "the pod Ready")[0]
         text = httpx.get(f"http://{pod['status']['podIP']}:8080/metrics", timeout=5).text
         load = next(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                     if line.startswith("berth_model_load_seconds"))  # fmt: skip
@@ -136,7 +138,8 @@ def test_scale_from_zero_holds_20_concurrent_requests(
         assert st["trigger"] == "WokenFromZero", st
         # the phases lie within the total (the runtime's imports are in none of them)
         assert 0 < sum(phases.values()) <= st["totalSeconds"] + 0.05, st
-        assert st["totalSeconds"] <= took + 2, (st, took)
+        # up to Kubernetes' Ready, which may follow the answers (see above)
+        assert st["totalSeconds"] <= took + 5, (st, took)
         # the printer column shows the total
         row = c.kubectl("get", "md", "cnn", "-n", ns).stdout
         assert "COLD START" in row.splitlines()[0], row
