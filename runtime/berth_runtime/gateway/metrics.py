@@ -109,22 +109,22 @@ class GatewayMetrics(Collector):
         for key, n in self.cold_starts.items():
             colds.add_metric(list(key), n)
         yield colds
-        hist = HistogramMetricFamily(
-            "berth_gateway_cold_start_seconds",
-            "Seconds held requests waited for a ready endpoint.",
-            labels=LABELS,
-        )
-        for key, h in self.cold_start_seconds.items():
-            hist.add_metric(list(key), h.buckets(), h.total)
-        yield hist
-        own = HistogramMetricFamily(
-            "berth_gateway_overhead_seconds",
-            "The gateway's own time per forwarded request, the wait for the model excluded.",
-            labels=LABELS,
-        )
-        for key, h in self.overhead_seconds.items():
-            own.add_metric(list(key), h.buckets(), h.total)
-        yield own
+        for name, hists, doc in (
+            (
+                "berth_gateway_cold_start_seconds",
+                self.cold_start_seconds,
+                "Seconds held requests waited for a ready endpoint.",
+            ),
+            (
+                "berth_gateway_overhead_seconds",
+                self.overhead_seconds,
+                "The gateway's own time per forwarded request, the wait for the model excluded.",
+            ),
+        ):
+            hist = HistogramMetricFamily(name, doc, labels=LABELS)
+            for key, h in hists.items():
+                hist.add_metric(list(key), h.buckets(), h.total)
+            yield hist
         unrouted = CounterMetricFamily(
             "berth_gateway_unrouted_requests",
             "Requests that named no model the gateway knows.",

@@ -30,6 +30,8 @@ def prune(warm: Mapping[Key, frozenset[str]], table: routing.Table) -> dict[Key,
     (not ready yet in Kubernetes' view, and not terminating) for a model with no ready
     endpoint. Ready in the table, terminating, gone: the table's view wins."""
     out: dict[Key, frozenset[str]] = {}
+    if not warm:  # the common case: every table change passes here
+        return out
     for route in table.routes.values():
         key = (route.model.namespace, route.model.name)
         addresses = warm.get(key)
