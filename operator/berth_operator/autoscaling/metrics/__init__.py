@@ -97,9 +97,20 @@ def by_model(
     return out
 
 
+# Refused requests (unauthenticated, forbidden, unknown model, rate limited) are no demand:
+# a client hammering a model with a bad token must not scale it up.
+REFUSED_CODES = "401|403|404|429"
+
+
 def selector(labels: Labels) -> str:
     """Series of Berth runtime pods that carry the model label."""
     return f'{labels.model}!=""'
+
+
+def served(labels: Labels) -> str:
+    """Request series (those with `protocol` and `code`) that are demand: no health probes,
+    no refused requests."""
+    return f'{selector(labels)},protocol!="health",code!~"{REFUSED_CODES}"'
 
 
 def by_clause(labels: Labels) -> str:
