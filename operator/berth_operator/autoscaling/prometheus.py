@@ -50,7 +50,7 @@ class Prometheus:
         try:
             resp = await self._client.post(
                 f"{self.url}/api/v1/query",
-                data={"query": query, "timeout": f"{self.timeout:g}s"},
+                data={"query": query, "timeout": repr(float(self.timeout))},  # seconds
                 timeout=self.timeout + MARGIN,
             )
         except httpx.TimeoutException:
@@ -70,13 +70,13 @@ class Prometheus:
             raise Unavailable(f"Prometheus at {self.url} answered JSON that is not an object")
         if body.get("status") != "success":
             error = str(body.get("error") or f"HTTP {resp.status_code}")
-            if resp.status_code in (400, 422) or body.get("errorType") in ("bad_data", "execution"):
-                raise BadQuery(error)
-            if body.get("errorType") == "timeout":
+            if body.get("errorType") == "timeout" or "context deadline exceeded" in error:
                 raise Unavailable(
                     f"Prometheus at {self.url} abandoned the query after the timeout of "
                     f"{self.timeout:g} s (BERTH_OPERATOR_AUTOSCALING_QUERY_TIMEOUT): {error}"
                 )
+            if resp.status_code in (400, 422) or body.get("errorType") in ("bad_data", "execution"):
+                raise BadQuery(error)
             raise Unavailable(f"Prometheus at {self.url}: {error}")
         data = body.get("data")
         if not isinstance(data, dict) or not isinstance(data.get("result"), list):
