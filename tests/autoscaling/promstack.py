@@ -76,7 +76,9 @@ class Prom:
     url: str
     proc: subprocess.Popen[bytes]
 
-    def write(self, series: Sequence[tuple[Mapping[str, str], Sequence[tuple[float, int]]]]) -> None:
+    def write(
+        self, series: Sequence[tuple[Mapping[str, str], Sequence[tuple[float, int]]]]
+    ) -> None:
         body = snappy_block(write_request(series))
         req = urllib.request.Request(
             f"{self.url}/api/v1/write", data=body, method="POST",
@@ -95,9 +97,7 @@ class Prom:
         times = span_ms()
         self.write([(labels, [(start + slope * i, t) for i, t in enumerate(times)])])
 
-    def histogram(
-        self, name: str, labels: Mapping[str, str], rates: Mapping[str, float]
-    ) -> None:
+    def histogram(self, name: str, labels: Mapping[str, str], rates: Mapping[str, float]) -> None:
         """A classic histogram whose bucket `le` grows by `rates[le]` per second
         (cumulative counts: pass rising rates, "+Inf" last) plus _count and _sum."""
         series: list[tuple[Mapping[str, str], Sequence[tuple[float, int]]]] = []
@@ -124,11 +124,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(d: Path, *flags: str) -> Iterator[Prom]:
+def start(d: Path, *flags: str, config: str = "global: {scrape_interval: 15s}\n") -> Iterator[Prom]:
     """A Prometheus with the remote-write receiver on a free port, stopped afterwards."""
     from berth_dev.prometheus import find_binary
 
-    (d / "prometheus.yml").write_text("global: {scrape_interval: 15s}\n")
+    (d / "prometheus.yml").write_text(config)
     port = free_port()
     proc = subprocess.Popen(
         [find_binary(), f"--config.file={d / 'prometheus.yml'}", f"--storage.tsdb.path={d / 'data'}",

@@ -47,7 +47,18 @@ def rps(p: Prom, m: str) -> None:
     p.counter({**name, **req(m, "503")}, 2)  # overloaded: real demand
     for refused, slope in (("401", 100), ("403", 40), ("404", 30), ("429", 50)):
         p.counter({**name, **req(m, refused)}, slope)
-    p.counter({**name, **req(m, "200", protocol="health")}, 7)
+    p.counter({**name, **req(m, "200", protocol="health")}, 7)  # the kubelet's probes
+    p.counter({**name, **req(m, "200", protocol="metrics")}, 0.5)  # Prometheus' scrapes
+    p.counter({**name, **req(m, "200", protocol="other")}, 0.1)  # the operator's /startup
+
+
+def idle(p: Prom, m: str) -> None:
+    """A scraped pod that answered no inference request: probes, scrapes, refusals only."""
+    p.gauge({"__name__": "berth_model_ready", **pod(m)}, 1)
+    p.counter({"__name__": "berth_requests_total", **req(m, "200", protocol="metrics")}, 0.5)
+    p.counter({"__name__": "berth_requests_total", **req(m, "401")}, 20)
+    p.histogram("berth_request_duration_seconds", req(m, "401"),
+                dict(zip(LE, (0, 0, 20, 20), strict=True)))  # fmt: skip
 
 
 def queue_depth(p: Prom, m: str) -> None:
@@ -97,23 +108,28 @@ def promql(p: Prom, m: str) -> None:
 
 Row = tuple[str, Callable[[Prom, str], None], float, str]
 ROWS: dict[str, Row] = {
-    # type: (writer, the value the autoscaler computes, spec query for promql)
-    "concurrency": (concurrency, 7.0, ""),  # in-flight gauges summed over the pods
-    "rps": (rps, 7.0, ""),  # 200 + 503 per second; 401/403/404/429 and probes are no demand
-    "queueDepth": (queue_depth, 6.0, ""),  # the batcher's waiting requests
-    "latencyP95": (latency, 0.2425, ""),  # p95 of served requests only (refused ones out)
-    "gpuUtilization": (gpu, 0.6, ""),  # averaged over pods whose model is ready
-    "waitingRequests": (waiting, 9.0, ""),  # the LLM scheduler's queue, summed
-    "runningRequests": (running, 12.0, ""),  # the LLM running batch
-    "timeToFirstTokenP95": (ttft, 0.975, ""),  # p95 TTFT from its histogram
-    "promql": (promql, 11.0, "sum(app_queue_length)"),  # scoped to the model's namespace
+    # row: (metric type, writer, the value the autoscaler computes, spec query for promql)
+    "concurrency": ("concurrency", concurrency, 7.0, ""),  # in-flight gauges summed over pods
+    # 200 + 503 per second; refused requests, probes, scrapes and /startup are no demand
+    "rps": ("rps", rps, 7.0, ""),
+    # only probes, scrapes and refusals: 0 (idle, may go to zero), not "no data" (holds)
+    "rps-idle": ("rps", idle, 0.0, ""),
+    "queueDepth": ("queueDepth", queue_depth, 6.0, ""),  # the batcher's waiting requests
+    "latencyP95": ("latencyP95", latency, 0.2425, ""),  # p95 of served requests only
+    "latencyP95-idle": ("latencyP95", idle, 0.0, ""),  # no served request: 0, not no data
+    "gpuUtilization": ("gpuUtilization", gpu, 0.6, ""),  # averaged over ready pods only
+    "waitingRequests": ("waitingRequests", waiting, 9.0, ""),  # the LLM queue, summed
+    "runningRequests": ("runningRequests", running, 12.0, ""),  # the LLM running batch
+    "timeToFirstTokenP95": ("timeToFirstTokenP95", ttft, 0.975, ""),  # p95 TTFT histogram
+    # the tenant's own query, scoped to the model's namespace
+    "promql": ("promql", promql, 11.0, "sum(app_queue_length)"),
 }
 
 
-@pytest.mark.parametrize("type_", list(ROWS))
-async def test_each_metric_type_reads_its_series(prom: Prom, type_: str) -> None:
-    writer, want, query = ROWS[type_]
-    model = type_.lower()
+@pytest.mark.parametrize("row", list(ROWS))
+async def test_each_metric_type_reads_its_series(prom: Prom, row: str) -> None:
+    type_, writer, want, query = ROWS[row]
+    model = row.lower()
     writer(prom, model)
     metric: dict[str, Any] = {"type": type_, "target": 1}
     if query:

@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 
-
 MARGIN = 0.5  # seconds the client waits past the timeout sent to Prometheus
 
 

@@ -80,7 +80,7 @@ def _parse(query: str) -> Any:
     try:
         return pq.parse(query)
     except Exception as exc:  # ValueError from the parser; anything else is refusal too
-        raise NotScopable(f"the query does not parse: {exc}") from None
+        raise NotScopable(f"the query does not parse (parse error: {exc})") from None
 
 
 def check(expr: Any, namespace: str, label: str) -> None:
@@ -89,8 +89,11 @@ def check(expr: Any, namespace: str, label: str) -> None:
     def visit(node: Any) -> bool:
         if isinstance(node, pq.VectorSelector):
             mine = [m for m in node.matchers.matchers if m.name == label]
-            if node.matchers.or_matchers or len(mine) != 1 or _op(mine[0]) != "=" or (
-                mine[0].value != namespace
+            if (
+                node.matchers.or_matchers
+                or len(mine) != 1
+                or _op(mine[0]) != "="
+                or (mine[0].value != namespace)
             ):
                 raise NotScopable(f"internal: a selector is not scoped to {label}={namespace!r}")
         return True
@@ -127,10 +130,10 @@ class _Renderer:
         if isinstance(n, pq.UnaryExpr):
             return f"-({self.expr(n.expr)})"
         if isinstance(n, pq.SubqueryExpr):
+            if n.range is None:
+                raise NotScopable("a subquery without a range")
             step = _duration(n.step) if n.step is not None else ""
-            return (
-                f"({self.expr(n.expr)})[{_duration(n.range)}:{step}]{_modifiers(n.offset, n.at)}"
-            )
+            return f"({self.expr(n.expr)})[{_duration(n.range)}:{step}]{_modifiers(n.offset, n.at)}"
         if isinstance(n, pq.Call):
             name = _ident(n.func.name, "function")
             if name in _IMPLICIT_READS:
@@ -179,7 +182,7 @@ class _Renderer:
 
     def selector(self, n: Any, modifiers: bool = True) -> str:
         if n.matchers.or_matchers:
-            raise NotScopable("or-matchers inside a selector ({a=\"1\" or b=\"2\"}) are not PromQL")
+            raise NotScopable('or-matchers inside a selector ({a="1" or b="2"}) are not PromQL')
         matchers = []
         for m in n.matchers.matchers:
             name = _ident(m.name, "label name")

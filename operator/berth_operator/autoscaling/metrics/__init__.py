@@ -108,9 +108,17 @@ def selector(labels: Labels) -> str:
 
 
 def served(labels: Labels) -> str:
-    """Request series (those with `protocol` and `code`) that are demand: no health probes,
-    no refused requests."""
-    return f'{selector(labels)},protocol!="health",code!~"{REFUSED_CODES}"'
+    """Request series (those with `protocol` and `code`) that are demand: the inference
+    protocols only (not the kubelet's probes, Prometheus' scrapes of /metrics nor the
+    operator's /startup read), and no refused requests."""
+    return f'{selector(labels)},protocol=~"v2|v1|openai",code!~"{REFUSED_CODES}"'
+
+
+def scraped_zero(labels: Labels) -> str:
+    """0 for every model whose runtime pods Prometheus scrapes: `or` this onto a request
+    query so that a model that answered no inference request (only probes, scrapes or
+    refused requests, whose series are filtered out) reads 0, idle, not "no data"."""
+    return f"(sum {by_clause(labels)} (berth_model_ready{{{selector(labels)}}}) * 0)"
 
 
 def by_clause(labels: Labels) -> str:

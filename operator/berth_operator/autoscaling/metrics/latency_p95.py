@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from . import Key, Labels, Value, by_clause, by_model, served
+from . import Key, Labels, Value, by_clause, by_model, scraped_zero, served
 
 
 class LatencyP95:
@@ -28,6 +28,7 @@ class LatencyP95:
             f"(rate(berth_request_duration_seconds_bucket{{{sel}}}{rate}))) >= 0)"
             f" or (sum {by_clause(labels)} "
             f"(rate(berth_request_duration_seconds_count{{{sel}}}{rate})) == 0)"
+            f" or {scraped_zero(labels)}"
         )
 
     def values(

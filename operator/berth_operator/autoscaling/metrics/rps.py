@@ -1,4 +1,4 @@
-"""rps: inference requests per second (health probes and refused requests, 401/403/404/429,
+"""rps: inference requests per second (probes, scrapes and refused requests, 401/403/404/429,
 excluded), summed per model."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from . import Key, Labels, Value, by_clause, by_model, served
+from . import Key, Labels, Value, by_clause, by_model, scraped_zero, served
 
 
 class Rps:
@@ -18,6 +18,7 @@ class Rps:
         return (
             f"sum {by_clause(labels)} (rate(berth_requests_total"
             f"{{{served(labels)}}}[{labels.rate_window}]))"
+            f" or {scraped_zero(labels)}"
         )
 
     def values(
