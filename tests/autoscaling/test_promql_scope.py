@@ -220,3 +220,20 @@ async def test_the_timeout_reaches_prometheus(prom: Prom) -> None:
         assert await patient.vector(HEAVY)
     finally:
         await patient.close()
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "rendered",
+    ["up", 'up{namespace="team-b"}', 'rate(up{namespace="team-a"}[5m]) + down',
+     'max_over_time(q[5m:1m])', 'up{namespace="team-a",namespace="team-b"}'],
+)  # fmt: skip
+def test_the_read_back_check_catches_an_unscoped_selector(rendered: str) -> None:
+    """The last line of defence: what is run is parsed again and every selector checked."""
+    import promql_parser
+    from berth_operator.autoscaling.scope import check
+
+    with pytest.raises(NotScopable, match="not scoped"):
+        check(promql_parser.parse(rendered), A, "namespace")
+    check(promql_parser.parse(scoped(rendered.replace('namespace="team-b"', ""), A,
+                                     "namespaced")), A, "namespace")  # fmt: skip
