@@ -110,8 +110,28 @@ def prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prom]:
                 40)  # fmt: skip
         p.gauge({"__name__": "queue_length", "namespace": B, "queue": "mail"}, 500)
         p.counter({"__name__": "jobs_total", "namespace": A, "queue": "jobs"}, 2)
+        p.gauge({"__name__": "odd", "namespace": A, "x": ODD}, 7)
+        p.gauge({"__name__": "odd", "namespace": B, "x": ODD}, 70)
         p.counter({"__name__": "jobs_total", "namespace": B, "queue": "jobs"}, 70)
         yield p
+
+
+ODD = 'a"b\\c\nd\té}{,=~ `x` \x01'  # quotes, backslash, control characters, braces
+
+
+@pytest.mark.integration
+async def test_label_values_are_rendered_as_prometheus_reads_them(prom: Prom) -> None:
+    """The renderer's quoting, read back by Prometheus' own (Go) parser, matches the
+    exact value: nothing is lost, nothing escapes the string."""
+    from berth_operator.autoscaling.scope import quote
+
+    query = f"sum(odd{{x={quote(ODD)}}})"
+    client = Prometheus(prom.url)
+    try:
+        got = await client.vector(scoped(query, A, "namespaced"))
+    finally:
+        await client.close()
+    assert [float(s["value"][1]) for s in got] == [7.0], got
 
 
 HOSTILE = [
@@ -119,7 +139,7 @@ HOSTILE = [
     ("sum(queue_length)", 3.0),
     ("sum(rate(jobs_total[10s]))", 2.0),
     # every series of every metric: only the own namespace's count
-    ('count({__name__=~".+"})', 2.0),
+    ('count({__name__=~".+"})', 3.0),
     # a label that only another namespace's series carry: nothing found
     (f'sum(queue_length{{owner="{SECRET}"}}) or vector(0)', 0.0),
     # a label value crafted to close the selector and open another one
