@@ -122,5 +122,7 @@ def argv(binary: str, config: Path, data: Path, port: int) -> list[str]:
         f"--storage.tsdb.retention.time={RETENTION}",
         f"--web.listen-address=127.0.0.1:{port}",
         "--web.enable-lifecycle",
+        # tests write series the way Prometheus stores scraped ones (tests/autoscaling)
+        "--web.enable-remote-write-receiver",
         "--log.level=warn",
     ]

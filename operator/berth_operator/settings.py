@@ -87,7 +87,8 @@ class AutoscalingSettings:
     prometheus_url: str = ""
     # Seconds between decisions; one query per metric type in use per tick.
     tick_seconds: float = 2.0
-    # Seconds before a Prometheus query is abandoned (the model then holds: missing data).
+    # Seconds before a Prometheus query is abandoned (the model then holds: missing data);
+    # sent to Prometheus as the query's timeout= too, and less than tick_seconds.
     query_timeout: float = 1.5
     # Label carrying the ModelDeployment name on runtime series (relabelled from the pod
     # label serving.berth.dev/model by the PodMonitor and the dev Prometheus).
@@ -103,6 +104,10 @@ class AutoscalingSettings:
     stats_log_seconds: float = 60.0
     # Whether the loop runs at all (off: spec.autoscaling only clamps spec.replicas).
     enabled: bool = True
+    # What a tenant's promql metric may read: off (refused), namespaced (every selector is
+    # restricted to the model's namespace; the default, safe with many tenants) or
+    # unrestricted (the operator's whole view of Prometheus: single-tenant clusters only).
+    promql: str = "namespaced"
 
 
 @dataclass(frozen=True)
@@ -221,4 +226,20 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     split_labels(settings.network.gateway_labels, f"{PREFIX}NETWORK_GATEWAY_LABELS")
     split_labels(settings.network.operator_labels, f"{PREFIX}NETWORK_OPERATOR_LABELS")
     split_labels(settings.network.prometheus_labels, f"{PREFIX}NETWORK_PROMETHEUS_LABELS")
+    check_autoscaling(settings.autoscaling)
     return settings
+
+
+def check_autoscaling(a: AutoscalingSettings) -> None:
+    """Refuse settings the autoscaler cannot honour, naming the variable."""
+    modes = ("off", "namespaced", "unrestricted")  # autoscaling/scope.py MODES
+    if a.promql not in modes:
+        raise ValueError(
+            f"{PREFIX}AUTOSCALING_PROMQL={a.promql!r}: expected one of {', '.join(modes)}"
+        )
+    if not 0 < a.query_timeout < a.tick_seconds:
+        raise ValueError(
+            f"{PREFIX}AUTOSCALING_QUERY_TIMEOUT={a.query_timeout:g}: expected more than 0 and "
+            f"less than {PREFIX}AUTOSCALING_TICK_SECONDS ({a.tick_seconds:g}), so that a slow "
+            "query never delays the next tick"
+        )

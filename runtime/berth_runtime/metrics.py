@@ -3,7 +3,8 @@
 Names (all prefixed ``berth_``):
 
 - ``berth_requests_total{model,protocol,code}``: requests answered.
-- ``berth_request_duration_seconds{model,protocol}``: latency histogram.
+- ``berth_request_duration_seconds{model,protocol,code}``: latency histogram (``code`` lets
+  the autoscaler leave refused requests, 401/403/404/429, out of latencyP95).
 - ``berth_queue_wait_seconds{model}``: time from queueing to dispatch.
 - ``berth_batch_size{model}``: rows per forward pass (its ``_count`` is forward passes).
 - ``berth_inflight_requests{model}``: inference requests being served now.
@@ -120,7 +121,7 @@ class Metrics(Collector):
         self.startup = startup
         self.model_metrics = ModelMetrics()
         self._requests: dict[tuple[str, str, int], list[int]] = {}
-        self._durations: dict[tuple[str, str], Hist] = {}
+        self._durations: dict[tuple[str, str, int], Hist] = {}
         self._cells: dict[tuple[str, str, int], tuple[list[int], Hist]] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
@@ -132,7 +133,7 @@ class Metrics(Collector):
         cells = self._cells.get(key)
         if cells is None:
             count = self._requests.setdefault(key, [0])
-            hist = self._durations.setdefault((model, protocol), Hist(LATENCY_BUCKETS))
+            hist = self._durations.setdefault(key, Hist(LATENCY_BUCKETS))
             cells = self._cells[key] = (count, hist)
         cells[0][0] += 1
         cells[1].observe(seconds)
@@ -152,10 +153,10 @@ class Metrics(Collector):
         duration = HistogramMetricFamily(
             "berth_request_duration_seconds",
             "Time from request arrival to response, seconds.",
-            labels=["model", "protocol"],
+            labels=["model", "protocol", "code"],
         )
-        for (model, protocol), hist in list(self._durations.items()):
-            duration.add_metric([model, protocol], hist.buckets(), hist.total)
+        for (model, protocol, code), hist in list(self._durations.items()):
+            duration.add_metric([model, protocol, str(code)], hist.buckets(), hist.total)
         yield duration
         m, name = self.model_metrics, [self.model]
         for metric, help_text, hist in (

@@ -169,7 +169,7 @@ class ObserveMiddleware:
             code = await _send_error(send, protocol, busy)
             self.metrics.observe(model, protocol, code, time.perf_counter() - started)
             return
-        counted = _is_inference(path)
+        counted = _is_inference(path) and model != "unknown"  # a 404 is no demand
         if counted:
             self.inflight.inc()
         if not open_path:

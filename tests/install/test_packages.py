@@ -34,7 +34,8 @@ def test_operator_imports_nothing_heavy() -> None:
 def test_operator_distribution_declares_no_heavy_dependency() -> None:
     meta = tomllib.loads((REPO / "operator" / "pyproject.toml").read_text())["project"]
     names = {d.split(">")[0].split("=")[0].split("[")[0].strip() for d in meta["dependencies"]}
-    assert names == {"kopf", "lightkube", "httpx", "pyyaml"}
+    # promql-parser: one compiled module, no dependencies (tenant promql scoping)
+    assert names == {"kopf", "lightkube", "httpx", "pyyaml", "promql-parser"}
 
 
 @pytest.mark.unit

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from berth_operator import status as st
 from berth_operator.autoscaling import policy as pol
+from berth_operator.autoscaling import scope
 from berth_operator.autoscaling.decide import (
     Decision,
     Observed,
@@ -210,6 +211,17 @@ class Autoscaler:
             except ValueError as exc:
                 readings[key] = Reading(problem=Problem("InvalidMetricQuery", str(exc)))
                 continue
+            if kind.name == "promql":  # the tenant's own query: scoped to its namespace
+                query, refused = scope.cached(
+                    query, key[0], self.settings.promql, self.labels.namespace
+                )
+                if refused:
+                    readings[key] = Reading(
+                        problem=Problem(
+                            "InvalidMetricQuery", f"spec.autoscaling.metric.query: {refused}"
+                        )
+                    )
+                    continue
             groups.setdefault((kind.name, query), []).append(key)
 
         gateway_query = gateway_demand.query(self.labels)

@@ -97,9 +97,28 @@ def by_model(
     return out
 
 
+# Refused requests (unauthenticated, forbidden, unknown model, rate limited) are no demand:
+# a client hammering a model with a bad token must not scale it up.
+REFUSED_CODES = "401|403|404|429"
+
+
 def selector(labels: Labels) -> str:
     """Series of Berth runtime pods that carry the model label."""
     return f'{labels.model}!=""'
+
+
+def served(labels: Labels) -> str:
+    """Request series (those with `protocol` and `code`) that are demand: the inference
+    protocols only (not the kubelet's probes, Prometheus' scrapes of /metrics nor the
+    operator's /startup read), and no refused requests."""
+    return f'{selector(labels)},protocol=~"v2|v1|openai",code!~"{REFUSED_CODES}"'
+
+
+def scraped_zero(labels: Labels) -> str:
+    """0 for every model whose runtime pods Prometheus scrapes: `or` this onto a request
+    query so that a model that answered no inference request (only probes, scrapes or
+    refused requests, whose series are filtered out) reads 0, idle, not "no data"."""
+    return f"(sum {by_clause(labels)} (berth_model_ready{{{selector(labels)}}}) * 0)"
 
 
 def by_clause(labels: Labels) -> str:

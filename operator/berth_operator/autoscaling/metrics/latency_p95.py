@@ -2,7 +2,8 @@
 
 An average-kind metric: more replicas lower it, so the autoscaler wants
 ready x p95 / target replicas. A model that answered no request in the window reads 0
-(the second half of the query), not NaN: idle is data, not missing data.
+(the second half of the query), not NaN: idle is data, not missing data. Health probes
+and refused requests (401/403/404/429, answered at once) are left out.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from . import Key, Labels, Value, by_clause, by_model, selector
+from . import Key, Labels, Value, by_clause, by_model, scraped_zero, served
 
 
 class LatencyP95:
@@ -19,7 +20,7 @@ class LatencyP95:
     description = "s p95 latency"
 
     def query(self, labels: Labels, user_query: str | None = None) -> str:
-        sel = f'{selector(labels)},protocol!="health"'
+        sel = served(labels)
         by = f"{labels.namespace}, {labels.model}"
         rate = f"[{labels.rate_window}]"
         return (
@@ -27,6 +28,7 @@ class LatencyP95:
             f"(rate(berth_request_duration_seconds_bucket{{{sel}}}{rate}))) >= 0)"
             f" or (sum {by_clause(labels)} "
             f"(rate(berth_request_duration_seconds_count{{{sel}}}{rate})) == 0)"
+            f" or {scraped_zero(labels)}"
         )
 
     def values(

@@ -31,11 +31,10 @@ class PromQL:
         for key in keys:
             mine = [s for s in result if _belongs((s.get("metric") or {}), key, labels)]
             if len(mine) > 1:
-                shown = ", ".join(_labels(s.get("metric") or {}) for s in mine[:3])
                 out[key] = Problem(
                     "InvalidMetricQuery",
-                    f"the query returned {len(mine)} series for this model ({shown}); "
-                    f"it needs one: aggregate, e.g. sum by ({labels.namespace}, {labels.model}) (...)",
+                    f"the query returned {len(mine)} series for this model; it needs one: "
+                    f"aggregate, e.g. sum by ({labels.namespace}, {labels.model}) (...)",
                 )
             elif mine:
                 value = sample_value(mine[0])
@@ -47,7 +46,3 @@ class PromQL:
 def _belongs(metric: Mapping[str, Any], key: Key, labels: Labels) -> bool:
     ns, model = metric.get(labels.namespace), metric.get(labels.model)
     return (ns is None or ns == key[0]) and (model is None or model == key[1])
-
-
-def _labels(metric: Mapping[str, Any]) -> str:
-    return "{" + ", ".join(f'{k}="{v}"' for k, v in sorted(metric.items())) + "}"
