@@ -571,7 +571,8 @@ def _upstream_path(scope: Scope, target: paths.Target) -> str:
 def _shown(raw: bytes) -> str:
     """A path in an error message: printable, at most 200 characters."""
     text = raw[:200].decode("latin-1")
-    return repr(text)[1:-1] + ("..." if len(raw) > 200 else "")
+    text = text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+    return text + ("..." if len(raw) > 200 else "")
 
 
 def _connection_named(value: bytes) -> frozenset[bytes]:

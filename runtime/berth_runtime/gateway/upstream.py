@@ -91,8 +91,9 @@ class _Conn(asyncio.Protocol):
         self.got_bytes = True
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(UpstreamError(f"bad response from the model: {exc}"))
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            if self.error is None:
+                self._fail(UpstreamError(f"bad response from the model: {exc!r}"))
             self.close()
             return
         if not self.final:  # (checked after the feed: one read may carry head and body)
