@@ -419,6 +419,29 @@ def test_a_slow_head_is_cut_at_the_deadline(stack: Stack) -> None:
     assert time.monotonic() - t0 < HEAD_TIMEOUT + 5
 
 
+def test_a_slow_second_head_on_a_kept_alive_connection_is_cut_too(stack: Stack) -> None:
+    # the deadline runs per request: a quick first request, then a trickled second head
+    sock = socket.create_connection(("127.0.0.1", stack.port))
+    for _ in range(3):  # quick ones first: the deadline armed by the first must not fire
+        sock.sendall(req("GET", E))
+        (a,) = read_answers(sock, 1, 5)
+        assert a.status == 200
+    time.sleep(HEAD_TIMEOUT * 0.6)  # idle (keep-alive) time does not count against a head
+    t0 = time.monotonic()
+    try:
+        for b in b"GET /v2/models/echo/echo HTTP/1.1\r\nHost: gw\r\nX-Slow: " + b"a" * 200:
+            sock.sendall(bytes([b]))
+            time.sleep(0.1)
+            if time.monotonic() - t0 > HEAD_TIMEOUT + 5:
+                break
+    except OSError:
+        pass
+    answers = read_answers(sock, 1, 5)
+    sock.close()
+    assert answers and answers[0].status == 408, answers
+    assert HEAD_TIMEOUT - 0.5 < time.monotonic() - t0 < HEAD_TIMEOUT + 5
+
+
 def test_a_connection_that_sends_nothing_is_closed(stack: Stack) -> None:
     # main: open for ever
     with socket.create_connection(("127.0.0.1", stack.port)) as sock:

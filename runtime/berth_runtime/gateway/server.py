@@ -80,26 +80,57 @@ class GatewayHttpProtocol(HeadTimeoutProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._in_head = False  # between a request's first byte (or the opening) and its head
+        self._head_t0 = 0.0
         self._head_bytes = 0
         self._refused = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(_HeadHold(transport, self.loop))  # type: ignore[arg-type]
 
+    # The head deadline without a timer per request: `_arm` notes when the head began and
+    # arms a timer only if none is pending; the timer, when it fires, answers 408 if that
+    # head is still incomplete and late, re-arms for the rest if a later head is under way,
+    # or ends. On a kept-alive connection that is one timer per deadline, not per request.
+    def _arm(self) -> None:
+        self._in_head = True
+        self._head_t0 = self.loop.time()
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_at(
+                self._head_t0 + self.head_timeout_s, self._head_check
+            )
+
+    def _disarm(self) -> None:
+        self._in_head = False
+        self._head_bytes = 0
+
+    def _head_check(self) -> None:
+        self._head_timer = None
+        if not self._in_head:
+            return
+        left = self._head_t0 + self.head_timeout_s - self.loop.time()
+        if left > 0:
+            self._head_timer = self.loop.call_later(left, self._head_check)
+            return
+        self._in_head = False
+        self._head_expired()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        super().connection_lost(exc)
+
     def data_received(self, data: bytes) -> None:
-        if self._refused:
-            return  # lingering after a 431: dropped unread
-        if self._head_timer is None:  # not inside a request head: body bytes, uncounted
+        if not (self._in_head or self._refused):  # body bytes, or a pipelined request
             super().data_received(data)
             return
+        if self._refused:
+            return  # lingering after a 431: dropped unread
         self._head_bytes += len(data)
         super().data_received(data)
-        if self._head_timer is not None and self._head_bytes > self.max_head_bytes:
+        if self._in_head and self._head_bytes > self.max_head_bytes:
             self._refuse_head()
-
-    def on_headers_complete(self) -> None:
-        self._head_bytes = 0
-        super().on_headers_complete()
 
     def _refuse_head(self) -> None:
         self._disarm()
