@@ -8,6 +8,7 @@ read by its content-length. By the path's last segment:
   upgrade  101 Switching Protocols (nobody asked)
   hugehead a 200 whose head never ends (a header line of 8 MiB)
   connhdr  200 with `Connection: x-internal` and an `X-Internal` field (hop-by-hop)
+  flood    200 with a body of 256 MiB, written as fast as the gateway reads it
 anything else: 200 echoing the body.
 Run: python raw_upstream.py <port>
 """
@@ -58,6 +59,13 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                     writer.write(b"a" * 65536)
                     await writer.drain()
                 break
+            elif kind == "flood":
+                block = b"z" * (1024 * 1024)
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: " + str(256 * len(block)).encode()
+                             + b"\r\n\r\n")  # fmt: skip
+                for _ in range(256):
+                    writer.write(block)
+                    await writer.drain()
             elif kind == "connhdr":
                 writer.write(answer("200 OK", body, b"connection: x-internal\r\n"
                                     b"x-internal: secret\r\nx-public: yes\r\n"))  # fmt: skip

@@ -400,6 +400,30 @@ def test_a_96_mib_header_line_gets_431_and_memory_stays_bounded(stack: Stack) ->
     assert after - before < 16, (before, after)
 
 
+def test_streams_to_clients_that_do_not_read_are_buffered_in_bytes(stack: Stack) -> None:
+    # 8 clients ask for a 256 MiB answer the model writes as fast as it can, and read
+    # nothing: the gateway keeps at most 128 KiB of each (then stops reading the model).
+    # main: 64 chunks each, whatever their size (~16 MiB a stream here)
+    before = rss_mib(stack.pid)
+    socks = []
+    try:
+        for _ in range(8):
+            s = socket.create_connection(("127.0.0.1", stack.port))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            s.sendall(req("GET", "/v2/models/raw/flood"))
+            socks.append(s)
+        peak = before
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            peak = max(peak, rss_mib(stack.pid))
+            time.sleep(0.1)
+        FIGURES["unread_streams_rss_growth_mib"] = peak - before
+        assert peak - before < 24, (before, peak)
+    finally:
+        for s in socks:
+            s.close()
+
+
 def test_a_slow_head_is_cut_at_the_deadline(stack: Stack) -> None:
     # slowloris: a byte every 0.1 s keeps the connection "active" for ever on main
     sock = socket.create_connection(("127.0.0.1", stack.port))
