@@ -66,12 +66,61 @@ def rss_mib(pid: int, field_name: str = "VmRSS") -> float:
     raise AssertionError(f"no {field_name} for {pid}")
 
 
+def tensor(n: int) -> list[float]:
+    """A tensor no other request carries (the identity model echoes it)."""
+    return [float(n * 16 + k) for k in range(16)]
+
+
+def infer_body(n: int) -> bytes:
+    return json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 16],
+                                   "data": tensor(n)}]}).encode()  # fmt: skip
+
+
+class OrdinaryLoad:
+    """Well-behaved clients for the whole corpus (two threads, keep-alive, one request at a
+    time each), each request with its own tensor: every answer must be its own. A 503 with
+    Retry-After (the budget spent by a hostile row) is an answer too; anything else is not."""
+
+    def __init__(self, base: str) -> None:
+        self.url = f"{base}/v2/models/trivial/infer"
+        self.stop = threading.Event()
+        self.ok = self.refused = 0
+        self.wrong: list[str] = []
+        self.threads = [threading.Thread(target=self._run, args=(k,), daemon=True)
+                        for k in range(2)]  # fmt: skip
+
+    def _run(self, k: int) -> None:
+        n = 200_000 * (k + 1)  # (n * 16 stays exact in float32)
+        with httpx.Client(timeout=30) as client:
+            while not self.stop.is_set():
+                n += 1
+                try:
+                    r = client.post(self.url, content=infer_body(n),
+                                    headers={"content-type": "application/json"})  # fmt: skip
+                except httpx.HTTPError as exc:
+                    self.wrong.append(f"{n}: {exc!r}")
+                    continue
+                if r.status_code == 503 and r.headers.get("retry-after"):
+                    self.refused += 1
+                elif r.status_code == 200 and r.json()["outputs"][0]["data"] == tensor(n):
+                    self.ok += 1
+                else:
+                    self.wrong.append(f"{n}: {r.status_code} {r.text[:100]}")
+                time.sleep(0.05)
+
+    def finish(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+
+
 @dataclass
 class Stack:
     base: str
     port: int
     pid: int
     logs: Path
+    load: OrdinaryLoad
 
 
 def start_gateway(static: str, logs: Path, **settings: object) -> subprocess.Popen[bytes]:
@@ -110,7 +159,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         base = f"http://127.0.0.1:{gw}"
         wait_http(f"{base}/healthz", procs[3])
         FIGURES["idle_rss_mib"] = rss_mib(procs[3].pid)
-        yield Stack(base, gw, procs[3].pid, logs)
+        load = OrdinaryLoad(base)
+        for t in load.threads:
+            t.start()
+        yield Stack(base, gw, procs[3].pid, logs, load)
+        load.finish()
     finally:
         for p in procs:
             p.terminate()
@@ -313,13 +366,7 @@ def test_expect_100_continue_each_client_gets_its_own_answer(stack: Stack) -> No
     # some waiting for the 100, some sending at once) among 36 ordinary clients, each with a
     # tensor no other request carries, echoed by the model (identity).
     url = f"{stack.base}/v2/models/trivial/infer"
-
-    def tensor(n: int) -> list[float]:
-        return [float(n * 16 + k) for k in range(16)]
-
-    def body(n: int) -> bytes:
-        return json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 16],
-                                       "data": tensor(n)}]}).encode()  # fmt: skip
+    body = infer_body
 
     def ordinary(n: int) -> list[str]:
         wrong = []
@@ -528,7 +575,13 @@ def test_a_thousand_idle_connections_stay_cheap(stack: Stack) -> None:
 
 
 def test_no_input_gave_a_500_and_memory_stayed_bounded(stack: Stack) -> None:
-    # last in the file: the peak RSS over the whole corpus above
+    # the last test on the shared stack: the peak RSS over the corpus above, and the ordinary clients
+    # that ran all along each got their own answer
+    stack.load.finish()
+    assert stack.load.wrong == [], stack.load.wrong[:10]
+    assert stack.load.ok > 20, (stack.load.ok, stack.load.refused)
+    FIGURES["ordinary_answers"] = stack.load.ok
+    FIGURES["ordinary_refused_503"] = stack.load.refused
     FIGURES["peak_rss_mib"] = rss_mib(stack.pid, "VmHWM")
     print("\ngateway memory (MiB):", json.dumps({k: round(v, 1) for k, v in FIGURES.items()}))
     assert FIGURES["peak_rss_mib"] < RSS_LIMIT_MIB, FIGURES
@@ -555,5 +608,32 @@ def test_the_connection_limit_answers_503(tmp_path: Path) -> None:
     finally:
         for s in socks:
             s.close()
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_the_request_budget_counts_every_model(tmp_path: Path) -> None:
+    # room for 3 requests in the whole gateway: 5 callers naming 5 cold models get 3 held
+    # (each model's own cap would admit them all) and 2 refused at once, 503 Retry-After
+    port = free_port()
+    static = ",".join(f"c{i}=" for i in range(5))
+    proc = start_gateway(static, tmp_path, port=port, budget_max_requests=3, hold_seconds=4)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc, 60)
+
+        def one(i: int) -> tuple[float, httpx.Response]:
+            t = time.monotonic()
+            r = httpx.post(f"http://127.0.0.1:{port}/v2/models/c{i}/infer", content=b"{}",
+                           timeout=30)  # fmt: skip
+            return time.monotonic() - t, r
+
+        with ThreadPoolExecutor(5) as pool:
+            got = list(pool.map(one, range(5)))
+        refused = [(t, r) for t, r in got if "limit of 3 requests" in r.text]
+        held = [(t, r) for t, r in got if "hold deadline" in r.text]
+        assert len(refused) == 2 and len(held) == 3, [r.text for _, r in got]
+        assert all(r.status_code == 503 and r.headers["retry-after"] for _, r in got)
+        assert all(t < 2 for t, _ in refused) and all(t >= 3.5 for t, _ in held)
+    finally:
         proc.terminate()
         proc.wait(timeout=30)
