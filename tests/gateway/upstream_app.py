@@ -3,6 +3,7 @@
 Any path: JSON {method, path, query, authorization, body_bytes, port}.
 A path ending in /sse: three server-sent events, 0.5 s apart.
 A path ending in /slow: answers after 1 s.
+A path ending in /echo: JSON {path, headers: [[name, value], ...], body}: what arrived.
 A path ending in /big?n=N: N bytes (b"0123456789" repeated), with a content-length, in
   chunks of 16 KiB sent 10 ms apart.
 Run: python upstream_app.py <port>
@@ -22,11 +23,24 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
     size = 0
+    parts = []
     while True:
         msg = await receive()
         size += len(msg.get("body", b""))
+        if scope["path"].endswith("/echo"):
+            parts.append(msg.get("body", b""))
         if not msg.get("more_body"):
             break
+    if scope["path"].endswith("/echo"):
+        echo = json.dumps({"path": scope["raw_path"].decode("latin-1"),
+                           "headers": [[k.decode("latin-1"), v.decode("latin-1")]
+                                       for k, v in scope["headers"]],
+                           "body": b"".join(parts).decode("latin-1")}).encode()  # fmt: skip
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(echo)).encode())]})  # fmt: skip
+        await send({"type": "http.response.body", "body": echo})
+        return
     if scope["path"].endswith("/sse"):
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/event-stream")]})  # fmt: skip

@@ -37,6 +37,7 @@ from berth_runtime.errors import (
     error_body,
 )
 from berth_runtime.gateway import paths, routing, upstream, warmup
+from berth_runtime.gateway.budget import Budget
 from berth_runtime.gateway.holding import Hold, Holds, Overflow
 from berth_runtime.gateway.metrics import GatewayMetrics, ModelKey
 from berth_runtime.gateway.settings import GatewaySettings
@@ -49,10 +50,13 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Wake = Callable[[routing.ModelInfo, int], Coroutine[Any, Any, bool]]
 
+# hop-by-hop fields (RFC 9110 7.6.1), plus every field a Connection header names (both
+# directions, `_connection_named`), plus Host (the upstream client writes its own)
 HOP_BY_HOP = frozenset(
     {
         b"connection",
         b"keep-alive",
+        b"proxy-connection",
         b"proxy-authenticate",
         b"proxy-authorization",
         b"te",
@@ -63,10 +67,17 @@ HOP_BY_HOP = frozenset(
         b"host",
     }
 )
+# request fields the gateway answers itself: `Expect: 100-continue` is answered by the
+# gateway's own server when the body is read (forwarded, the model would send a 100 of its
+# own); X-Forwarded-* and Forwarded are set by the gateway (`_request_headers`)
+REQUEST_DROP = HOP_BY_HOP | {b"expect"}
 # a body the gateway holds whole is sent with its own content-length
-REQUEST_DROP_WHOLE = HOP_BY_HOP | {b"content-length"}
+REQUEST_DROP_WHOLE = REQUEST_DROP | {b"content-length"}
 # the gateway's own server writes Date: the model's is dropped (one Date per response)
 RESPONSE_DROP = HOP_BY_HOP | {b"date"}
+FORWARDED_FOR = b"x-forwarded-for"
+FORWARDED_PROTO = b"x-forwarded-proto"
+TARGET_PATH_MAX = 256  # longer paths are parsed each time, never cached (bounded memory)
 # a response of known length up to this size is relayed as one message (one write to the
 # client) once it is whole; longer ones, and those without a length (SSE), stream
 WHOLE_BODY_MAX = 64 * 1024
@@ -100,9 +111,12 @@ class Gateway:
         self._probing: set[warmup.Key] = set()
         self.inflight: dict[str, int] = {}  # per endpoint address
         self.holds = Holds(settings.hold_max_requests, settings.hold_max_bytes)
+        self.budget = Budget(
+            settings.budget_max_requests, settings.budget_max_bytes, settings.retry_after_seconds
+        )
         self.rng = random.Random()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._targets: dict[str, paths.Target] = {}  # parsed paths (pure, few distinct)
+        self._targets: dict[bytes, paths.Target] = {}  # parsed paths (pure, few distinct)
         self.pool = upstream.Pool(
             settings.connect_timeout, settings.read_timeout, settings.keepalive_per_endpoint
         )
@@ -177,13 +191,14 @@ class Gateway:
         if scope["type"] != "http":
             return
         t0 = _clock()
-        path = scope["path"]
-        target = self._targets.get(path)
+        raw: bytes = scope.get("raw_path") or scope["path"].encode()
+        target = self._targets.get(raw)
         if target is None:
-            target = paths.parse(path)
-            if len(self._targets) >= TARGET_CACHE:
-                self._targets.clear()
-            self._targets[path] = target
+            target = paths.parse(raw.decode("latin-1"))
+            if len(raw) <= TARGET_PATH_MAX:
+                if len(self._targets) >= TARGET_CACHE:
+                    self._targets.clear()
+                self._targets[raw] = target
         try:
             if target.kind == "own":
                 await self._own(target.upstream_path, send)
@@ -193,26 +208,41 @@ class Gateway:
                 return
             if target.kind == "unknown":
                 self.metrics.unrouted["no_route"] = self.metrics.unrouted.get("no_route", 0) + 1
-                raise ModelNotFound(f"no route for {scope['method']} {scope['path']}")
+                raise ModelNotFound(f"no route for {scope['method']} {_shown(raw)}")
+            if target.kind == "bad":
+                self.metrics.unrouted["bad_path"] = self.metrics.unrouted.get("bad_path", 0) + 1
+                raise BadRequest(f"{target.error}: {_shown(raw)}")
+            self.budget.enter()
             body: bytes | None = None
-            name = target.model
-            if target.kind == "body":
-                body = await self._read_body(scope, receive, self.settings.max_body_bytes)
-                name = _model_field(body)
-            assert name is not None
-            found = routing.resolve(
-                self.table, name, target.namespace, self.settings.default_namespace
-            )
-            if isinstance(found, routing.NotFound):
-                self.metrics.unrouted["unknown_model"] = (
-                    self.metrics.unrouted.get("unknown_model", 0) + 1
+            try:
+                name = target.model
+                if target.kind == "body":
+                    body = await self._read_body(scope, receive, self.settings.max_body_bytes)
+                    name = _model_field(body)
+                assert name is not None
+                found = routing.resolve(
+                    self.table, name, target.namespace, self.settings.default_namespace
                 )
-                raise ModelNotFound(found.message)
-            await self._serve(scope, receive, send, target, found.route, body, t0)
+                if isinstance(found, routing.NotFound):
+                    self.metrics.unrouted["unknown_model"] = (
+                        self.metrics.unrouted.get("unknown_model", 0) + 1
+                    )
+                    raise ModelNotFound(found.message)
+                await self._serve(scope, receive, send, target, found.route, body, t0)
+            finally:
+                self.budget.leave()
+                if body is not None:
+                    self.budget.give(len(body))
         except BerthError as err:
             await self._error(send, target.protocol, err)
         except ClientGone:
             return
+        except Exception:
+            # a defect, never the input's fault: the client still gets an answer in its
+            # protocol's shape (unless the response had begun: then the server ends it)
+            log.exception("gateway error on %s %s", scope.get("method"), _shown(raw))
+            with contextlib.suppress(Exception):
+                await self._error(send, target.protocol, BerthError("internal gateway error"))
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -258,11 +288,31 @@ class Gateway:
     ) -> None:
         model = route.model
         key: ModelKey = (model.namespace, model.name, model.served)
-        waited: float | None = None
-        if not route.endpoints:
-            if body is None:
-                body = await self._read_body(scope, receive, self.settings.max_body_bytes)
-            route, waited = await self._hold(key, route, receive, len(body))
+        if route.endpoints:
+            code = await self._forward(scope, receive, send, target, route, body, None, key, t0)
+            self.metrics.answered(key, code)
+        elif body is not None:  # read whole already (the caller gives its bytes back)
+            await self._serve_held(scope, receive, send, target, route, body, key, t0)
+        else:
+            # held: the body waits in memory, counted by the budget until the request ends
+            body = await self._read_body(scope, receive, self.settings.max_body_bytes)
+            try:
+                await self._serve_held(scope, receive, send, target, route, body, key, t0)
+            finally:
+                self.budget.give(len(body))
+
+    async def _serve_held(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        target: paths.Target,
+        route: routing.Route,
+        body: bytes,
+        key: ModelKey,
+        t0: float,
+    ) -> None:
+        route, waited = await self._hold(key, route, receive, len(body))
         code = await self._forward(scope, receive, send, target, route, body, waited, key, t0)
         self.metrics.answered(key, code)
 
@@ -338,8 +388,8 @@ class Gateway:
                 raise ClientGone()
             if not first.get("more_body", False):
                 body = first.get("body", b"")
-        drop = HOP_BY_HOP if body is None else REQUEST_DROP_WHOLE
-        headers = [kv for kv in scope["headers"] if kv[0] not in drop]
+        drop = REQUEST_DROP if body is None else REQUEST_DROP_WHOLE
+        headers = _request_headers(scope, drop, self.settings.trust_forwarded)
         path = _upstream_path(scope, target)
         started = [False]  # whether a streamed body began to be read (then no retry)
         tried: set[str] = set()
@@ -404,6 +454,9 @@ class Gateway:
         clock), or 0.0 for a streamed one."""
         # the upstream client lower-cased the names and noted the content-length
         out = [kv for kv in response.headers if kv[0] not in RESPONSE_DROP]
+        if response.conn.connection is not None:
+            named = _connection_named(response.conn.connection)
+            out = [kv for kv in out if kv[0] not in named]
         if waited is not None:
             out.append((COLD_HEADER, f"{waited:.3f}".encode()))
         start = {"type": "http.response.start", "status": response.status, "headers": out}
@@ -411,15 +464,36 @@ class Gateway:
         if response.head_only or 0 <= length <= WHOLE_BODY_MAX:
             # the common case, a small answer of known length: wait for all of it, then
             # one response message (the server writes head and body together)
+            nbytes = max(length, 0)
+            self.budget.take(nbytes)
             try:
-                data = await response.read_all()
-            except upstream.UpstreamError as exc:
-                # nothing was sent to the client yet: a clean 502
-                raise UpstreamFailed(f"the response broke off: {exc}") from None
-            t_back = _clock()
-            await send(start)
-            await send({"type": "http.response.body", "body": data, "more_body": False})
+                try:
+                    data = await response.read_all()
+                except upstream.UpstreamError as exc:
+                    # nothing was sent to the client yet: a clean 502
+                    raise UpstreamFailed(f"the response broke off: {exc}") from None
+                t_back = _clock()
+                await send(start)
+                await send({"type": "http.response.body", "body": data, "more_body": False})
+            finally:
+                self.budget.give(nbytes)
             return t_back
+        # a stream buffers up to upstream.HIGH_WATER (then the model's socket is not read)
+        self.budget.take(upstream.HIGH_WATER)
+        try:
+            await self._stream(response, receive, send, start, length)
+        finally:
+            self.budget.give(upstream.HIGH_WATER)
+        return 0.0
+
+    async def _stream(
+        self,
+        response: upstream.Response,
+        receive: Receive,
+        send: Send,
+        start: dict[str, Any],
+        length: int,
+    ) -> None:
         await send(start)
         # a stream (no length: SSE, a long generation) stops when its client leaves, so the
         # model stops working for nobody (the server's send() just drops data after that)
@@ -436,26 +510,32 @@ class Gateway:
             if watch is not None:
                 watch.cancel()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-        return 0.0
 
     # -- bodies and replies -------------------------------------------------------------
     async def _read_body(self, scope: Scope, receive: Receive, limit: int) -> bytes:
         for k, v in scope["headers"]:
             if k == b"content-length" and v.isdigit() and int(v) > limit:
                 raise PayloadTooLarge(f"request body of {int(v)} bytes exceeds {limit}")
+        # the bytes count against the gateway's budget as they arrive; the caller gives
+        # len(body) back when the request ends (a failed read gives its part back here)
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientGone()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"request body exceeds {limit} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+        try:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientGone()
+                chunk = message.get("body", b"")
+                if size + len(chunk) > limit:
+                    raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+                self.budget.take(len(chunk))
+                size += len(chunk)
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks) if len(chunks) != 1 else chunks[0]
+        except BaseException:
+            self.budget.give(size)
+            raise
 
     async def _json(
         self, send: Send, status: int, doc: Any, headers: dict[str, str] | None = None
@@ -481,11 +561,60 @@ def _model_field(body: bytes) -> str:
 
 
 def _upstream_path(scope: Scope, target: paths.Target) -> str:
-    raw: bytes = scope.get("raw_path") or scope["path"].encode()
-    if target.namespace is not None:  # drop /ns/<namespace>
-        raw = b"/" + raw.split(b"/", 3)[3]
+    # the raw path the route was parsed from (paths.parse), the /ns prefix cut
     query: bytes = scope.get("query_string") or b""
-    return (raw + b"?" + query).decode("latin-1") if query else raw.decode("latin-1")
+    if query:
+        return target.upstream_path + "?" + query.decode("latin-1")
+    return target.upstream_path
+
+
+def _shown(raw: bytes) -> str:
+    """A path in an error message: printable, at most 200 characters."""
+    text = raw[:200].decode("latin-1")
+    text = text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+    return text + ("..." if len(raw) > 200 else "")
+
+
+def _connection_named(value: bytes) -> frozenset[bytes]:
+    """The field names a Connection header lists (they are hop-by-hop too)."""
+    return frozenset(t.strip().lower() for t in value.split(b",") if t.strip())
+
+
+def _request_headers(
+    scope: Scope, drop: frozenset[bytes], trust_forwarded: bool
+) -> list[tuple[bytes, bytes]]:
+    """The request's fields for the model: hop-by-hop ones dropped (those the Connection
+    header names included), and X-Forwarded-For/-Proto set by the gateway. A client's own
+    X-Forwarded-* and Forwarded are dropped unless a trusted front proxy sets them
+    (`trust_forwarded`): then the peer is appended to its X-Forwarded-For."""
+    out: list[tuple[bytes, bytes]] = []
+    connection: bytes | None = None
+    prior_for: bytes | None = None
+    proto: bytes | None = None
+    for kv in scope["headers"]:  # (uvicorn lower-cased the names)
+        k = kv[0]
+        if k in drop:
+            if k == b"connection":
+                connection = kv[1] if connection is None else connection + b"," + kv[1]
+            continue
+        if k[:12] == b"x-forwarded-" or k == b"forwarded":
+            if not trust_forwarded:
+                continue
+            if k == FORWARDED_FOR:
+                prior_for = kv[1] if prior_for is None else prior_for + b", " + kv[1]
+                continue
+            if k == FORWARDED_PROTO:
+                proto = kv[1]
+        out.append(kv)
+    if connection is not None:
+        named = _connection_named(connection)
+        out = [kv for kv in out if kv[0] not in named]
+    client = scope.get("client")
+    peer = client[0].encode("latin-1") if client else b"unknown"
+    out.append((FORWARDED_FOR, peer if prior_for is None else prior_for + b", " + peer))
+    if proto is None:
+        out.append((FORWARDED_PROTO, b"https" if scope.get("scheme") == "https" else b"http"))
+    return out
 
 
 async def _stream_body(

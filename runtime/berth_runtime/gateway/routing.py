@@ -279,13 +279,17 @@ def choose_track(route: Route, rng: random.Random) -> tuple[str, tuple[Endpoint,
 
 def static_table(spec: str, namespace: str = "default") -> Table:
     """ "name=host:port,name2=host:port" -> a table (always ready; a name given several
-    times gets several endpoints)."""
+    times gets several endpoints). "name=" alone: a model at zero with no endpoint (its
+    requests are held until the hold deadline: the gateway's own tests of holds)."""
     models: dict[str, ModelInfo] = {}
     slices = []
     for part in (p.strip() for p in spec.split(",")):
         if not part:
             continue
         name, sep, address = part.partition("=")
+        if sep and name and not address:
+            models.setdefault(name, ModelInfo(namespace, name, name, replicas=0))
+            continue
         host, colon, port = address.rpartition(":")
         if not (sep and colon and name and host and port.isdigit()):
             raise ValueError(f"static route {part!r}: expected name=host:port")

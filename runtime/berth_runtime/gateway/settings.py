@@ -62,6 +62,24 @@ class GatewaySettings:
     static: str = ""
     # Log level.
     log_level: str = "info"
+    # Seconds for a request head (request line and headers) to arrive, from the
+    # connection's opening (a connection that sends nothing) or the request's first byte;
+    # later: 408 and close (slowloris).
+    head_timeout_seconds: float = 10.0
+    # Bytes of a request head; more: 431 and close (httptools alone reads heads unbounded).
+    max_head_bytes: int = 64 * 1024
+    # Client connections (and requests) at once; more: 503 (uvicorn's limit_concurrency).
+    max_connections: int = 10000
+    # Requests at once in the whole gateway (held, reading or forwarding); more: 503 with
+    # Retry-After. Far above what one gateway core forwards; a bound on what it keeps.
+    budget_max_requests: int = 10000
+    # Bytes held at once in the whole gateway: request bodies read whole (held ones
+    # included) and buffered responses; more: 503 with Retry-After. Below the chart's
+    # 1 GiB memory limit, with room for the process itself and its connections.
+    budget_max_bytes: int = 512 * 1024 * 1024
+    # Whether a front proxy the gateway trusts sets X-Forwarded-For/-Proto and Forwarded:
+    # then the gateway appends the peer to X-Forwarded-For; off: client copies are dropped.
+    trust_forwarded: bool = False
 
     def namespace_list(self) -> list[str]:
         return [n.strip() for n in self.namespaces.split(",") if n.strip()]
@@ -103,6 +121,11 @@ def from_env(
         "read_timeout": settings.read_timeout >= 0,
         "port": 0 <= settings.port < 65536,
         "two_choices_above": settings.two_choices_above >= 2,
+        "head_timeout_seconds": settings.head_timeout_seconds > 0,
+        "max_head_bytes": settings.max_head_bytes >= 1024,
+        "max_connections": settings.max_connections > 0,
+        "budget_max_requests": settings.budget_max_requests > 0,
+        "budget_max_bytes": settings.budget_max_bytes > 0,
     }
     for name, ok in checks.items():
         if not ok:

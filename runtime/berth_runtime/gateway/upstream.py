@@ -12,6 +12,15 @@ Errors:
   NotSent         the connection broke while the request was being written (reset): the
                   model cannot have a whole request; safe to retry if the body is replayable.
   UpstreamError   anything after the request was written: never retried.
+
+HTTP framing (RFC 9110/9112), the parts a proxy gets wrong:
+- 1xx interim responses (100 Continue, 103 Early Hints) are read and skipped: the response
+  is the first final (2xx-5xx) one. 101 is refused (the gateway never asks to upgrade).
+- A connection goes back to the pool only when its response ended cleanly, nothing else
+  began on it (a second message, stray bytes: `stray`), and it is still open; one that
+  receives bytes while idle is closed when next taken.
+- Bounded: a response head over MAX_HEAD bytes fails the response (502); a streamed body
+  buffers at most HIGH_WATER bytes (plus one socket read) before the socket stops being read.
 """
 
 from __future__ import annotations
@@ -25,7 +34,8 @@ from typing import cast
 import httptools
 
 IDLE_SECONDS = 4.0  # below uvicorn's 5 s keep-alive timeout: we drop a connection first
-HIGH_WATER = 64  # response chunks buffered before the socket stops being read
+HIGH_WATER = 128 * 1024  # response body bytes buffered before the socket stops being read
+MAX_HEAD = 64 * 1024  # bytes of a response head (interim ones included); more: 502
 
 
 class UpstreamError(Exception):
@@ -64,6 +74,13 @@ class _Conn(asyncio.Protocol):
         self.error: BaseException | None = None
         self.got_bytes = False
         self.paused_reading = False
+        self.buffered = 0  # body bytes in `chunks`
+        self.final = False  # the final (non-1xx) head arrived
+        self.interim = False  # the message being parsed is a 1xx
+        self.stray = False  # a message began after this response: never reuse
+        self.head_bytes = 0  # bytes received before the final head completed
+        self.connection: bytes | None = None  # the response's Connection field(s)
+        self.chunked = False  # the response has a Transfer-Encoding
         self.length = -1  # the response's content-length; -1: none (chunked or to close)
 
     # -- asyncio.Protocol ---------------------------------------------------------------
@@ -74,9 +91,16 @@ class _Conn(asyncio.Protocol):
         self.got_bytes = True
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(UpstreamError(f"bad response from the model: {exc}"))
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            if self.error is None:
+                self._fail(UpstreamError(f"bad response from the model: {exc!r}"))
             self.close()
+            return
+        if not self.final:  # (checked after the feed: one read may carry head and body)
+            self.head_bytes += len(data)
+            if self.head_bytes > MAX_HEAD:
+                self._fail(UpstreamError(f"response head over {MAX_HEAD} bytes"))
+                self.close()
 
     def eof_received(self) -> bool | None:
         self.closed = True
@@ -99,26 +123,64 @@ class _Conn(asyncio.Protocol):
             self._drain.set_result(None)
 
     # -- httptools callbacks ------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self.complete or self.final:  # a second message: not ours, the connection is spoilt
+            self.stray = True
+
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.stray or self.interim:
+            return
         name = name.lower()  # once, here: the proxy filters on lower-case names
         if name == b"content-length" and value.isdigit():
             self.length = int(value)
+        elif name == b"connection":  # the fields it names are hop-by-hop (proxy.py)
+            self.connection = value if self.connection is None else self.connection + b"," + value
+        elif name == b"transfer-encoding":
+            self.chunked = True
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
+        if self.stray:
+            return
+        status = self.parser.get_status_code()
+        if status < 200:
+            # an interim response (RFC 9110 15.2): skip it and read on; its headers are
+            # dropped. 101 would switch protocols, which the gateway never asked for.
+            self.headers.clear()
+            self.length = -1
+            self.connection = None
+            self.chunked = False
+            if status == 101:
+                self._fail(UpstreamError("the model switched protocols (101) unasked"))
+                self.close()
+            else:
+                self.interim = True
+            return
+        self.final = True
+        self.status = status
+        if self.chunked and self.length >= 0:  # the body is framed by its chunks: no length
+            self.length = -1
+            self.headers = [kv for kv in self.headers if kv[0] != b"content-length"]
         self.keep_alive = self.parser.should_keep_alive()  # (the parser forgets it later)
         if not self.head.done():
             self.head.set_result(None)
 
     def on_body(self, body: bytes) -> None:
+        if self.stray:
+            return
         self.chunks.append(body)
-        if len(self.chunks) >= HIGH_WATER and self.transport and not self.paused_reading:
+        self.buffered += len(body)
+        if self.buffered >= HIGH_WATER and self.transport and not self.paused_reading:
             self.paused_reading = True
             self.transport.pause_reading()
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self.interim:  # the 1xx ended: the next message is the real response
+            self.interim = False
+            return
+        if self.stray:
+            return
         self.complete = True
         self._wake()
 
@@ -157,7 +219,8 @@ class _Conn(asyncio.Protocol):
         while True:
             if self.chunks:
                 chunk = self.chunks.popleft()
-                if self.paused_reading and len(self.chunks) < HIGH_WATER // 2 and self.transport:
+                self.buffered -= len(chunk)
+                if self.paused_reading and self.buffered < HIGH_WATER // 2 and self.transport:
                     self.paused_reading = False
                     self.transport.resume_reading()
                 if chunk:
@@ -184,6 +247,7 @@ class _Conn(asyncio.Protocol):
             self.more = None
         data = b"".join(self.chunks)
         self.chunks.clear()
+        self.buffered = 0
         return data
 
 
@@ -218,6 +282,7 @@ class Response:
             and not conn.closed
             and conn.keep_alive
             and conn.error is None
+            and not conn.stray
         )
         idle = self.pool.idle.setdefault(self.address, [])
         if reusable and len(idle) < self.pool.max_idle:
