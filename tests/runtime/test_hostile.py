@@ -25,8 +25,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from conftest import BIN, Server, minilm_dir
 from httpfiles import serve_dir
+from runtime_helpers import BIN, Server, minilm_dir
 
 pytestmark = pytest.mark.integration
 

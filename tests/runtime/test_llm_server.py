@@ -18,8 +18,8 @@ import httpx
 import openai
 import pytest
 from berth_runtime.llm.tiny import build
-from conftest import Server
 from prometheus_client.parser import text_string_to_metric_families
+from runtime_helpers import Server
 
 pytestmark = pytest.mark.integration
 
