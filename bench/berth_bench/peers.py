@@ -118,6 +118,7 @@ def ensure_venv(server: Server) -> Path:
             uv,
             "venv",
             "-q",
+            "--clear",  # a half-built venv of an interrupted run (no .bench-ok) is rebuilt
             "--python",
             f"{sys.version_info.major}.{sys.version_info.minor}",
             str(venv),

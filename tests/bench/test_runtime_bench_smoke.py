@@ -70,6 +70,12 @@ def test_coldstart_bench_wakes_a_model_from_zero(cluster: Any, tmp_path: Path) -
     assert 0 < run["model_own_load_s"] < run["first_response_s"] < 300, run
     assert run["overhead_s"] == pytest.approx(run["first_response_s"] - run["model_own_load_s"],
                                               abs=0.01)  # fmt: skip
-    parts = doc["summary"]["breakdown_s_median"]
-    assert parts and all(v >= 0 for v in parts.values()), parts
+    # the phases one clock measures (the runtime's own) are durations; the parts that mix
+    # clocks may be negative (the gateway forwards to a pod it probed before Kubernetes
+    # marks it Ready; Kubernetes' timestamps have 1 s resolution), so they are not asserted
+    parts = run["breakdown_s"]
+    for phase in ("process_start_and_imports", "Fetching", "Loading", "WarmingUp"):
+        assert parts[phase] is not None and parts[phase] >= 0, parts
+    # the gateway's own account of the cold start (Berth-Cold-Start) fits in what we saw
+    assert 0 < run["cold_start_header_s"] <= run["first_response_s"] + 0.5, run
     assert "cold start: first response" in proc.stdout
