@@ -65,16 +65,16 @@ down: venv
 status: venv
 	.venv/bin/berth dev status
 
-test: venv k8s helm prometheus node-deps s3
+test: venv k8s helm prometheus node-deps s3 images
 	.venv/bin/pytest $(PYTEST_ARGS)
 
 test-unit: venv helm
 	.venv/bin/pytest -m unit $(PYTEST_ARGS)
 
-test-integration: venv k8s helm node-deps s3
+test-integration: venv k8s helm node-deps s3 images
 	.venv/bin/pytest -m integration $(PYTEST_ARGS)
 
-test-e2e: venv k8s helm prometheus node-deps
+test-e2e: venv k8s helm prometheus node-deps images
 	.venv/bin/pytest -m e2e $(PYTEST_ARGS)
 
 lint: venv

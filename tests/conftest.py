@@ -12,10 +12,12 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+CRDS = Path(__file__).resolve().parents[1] / "crds"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -34,6 +36,18 @@ def cluster() -> Iterator[Any]:
     finally:
         if started and not os.environ.get("BERTH_KEEP_CLUSTER"):
             dev.down(quiet=True)
+        elif dev.is_running():
+            from kube_helpers import restore_dev_operator
+
+            restore_dev_operator(dev)  # a reused cluster is left as it was found
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: Any) -> None:
+    """crds/*.yaml applied and Established (every test that creates Berth objects asks)."""
+    names = [f"crd/{p.name.removesuffix('.yaml')}" for p in sorted(CRDS.glob("*.yaml"))]
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *names)
 
 
 @pytest.fixture(scope="session")

@@ -83,6 +83,19 @@ SERVERS: dict[str, Server] = {
 PEERS = ("kserve", "litserve", "torchserve", "rayserve")
 
 
+def find_uv() -> str | None:
+    """The `uv` that `make` uses: the one on PATH, else the one `make` installs with
+    `pip install --user` (~/.local/bin/uv, not on a plain login shell's PATH), else the one
+    in this venv. The same lookup as the Makefile's UV variable."""
+    found = shutil.which("uv")
+    if found:
+        return found
+    for candidate in (Path.home() / ".local" / "bin" / "uv", Path(sys.executable).with_name("uv")):
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return None
+
+
 def ensure_venv(server: Server) -> Path:
     """Create the server's cached virtualenv if missing; return its python."""
     py = server.python()
@@ -93,15 +106,19 @@ def ensure_venv(server: Server) -> Path:
         if not py.exists():
             raise PeerUnavailable(f"{py} missing: run `make venv` first")
         return py
-    uv = shutil.which("uv")
+    uv = find_uv()
     if uv is None:
-        raise PeerUnavailable("`uv` not found on PATH (needed to build peer virtualenvs)")
+        raise PeerUnavailable(
+            "`uv` not found on PATH nor in ~/.local/bin (needed to build peer virtualenvs; "
+            "`make venv` installs it)"
+        )
     venv = server.venv()
     for cmd in (
         [
             uv,
             "venv",
             "-q",
+            "--clear",  # a half-built venv of an interrupted run (no .bench-ok) is rebuilt
             "--python",
             f"{sys.version_info.major}.{sys.version_info.minor}",
             str(venv),

@@ -19,7 +19,13 @@ from .state import REPO
 if TYPE_CHECKING:
     from .cluster import DevCluster
 
-__all__ = ["Addons", "operator_available", "start", "start_node", "start_prometheus"]
+__all__ = [
+    "Addons",
+    "check_operator_importable",
+    "start",
+    "start_node",
+    "start_prometheus",
+]
 
 CRDS_DIR = REPO / "crds"
 BERTH = str(Path(sys.executable).parent / "berth")  # the console script of this venv
@@ -106,11 +112,20 @@ def apply_crds(dev: DevCluster) -> None:
     dev.kubectl("wait", "--for=condition=Established", "--timeout=60s", *(f"-f={f}" for f in files))
 
 
-def operator_available() -> bool:
+def check_operator_importable() -> None:
+    """Fail naming the missing part when the operator package is not in this venv (never
+    skip it: a cluster without its operator makes every test of the whole loop vacuous)."""
+    from .state import DevClusterError
+
     try:
-        return importlib.util.find_spec("berth_operator.main") is not None
-    except (ImportError, ValueError):
-        return False
+        found = importlib.util.find_spec("berth_operator.main") is not None
+    except (ImportError, ValueError) as err:
+        raise DevClusterError(f"operator: cannot import berth_operator ({err})") from None
+    if not found:
+        raise DevClusterError(
+            "operator: berth_operator.main is missing from this venv; "
+            "install the workspace with `make venv` (uv sync --all-packages)"
+        )
 
 
 def apply_admission_policy(dev: DevCluster) -> None:
@@ -210,10 +225,8 @@ def start_operator(dev: DevCluster, in_cluster: bool = False) -> None:
         return
     if _component_running(dev, "berth-operator"):
         return
+    check_operator_importable()  # fails naming the missing part, never skips
     stop_operator_in_cluster(dev)  # never two operators: the process replaces it
-    if not operator_available():
-        dev._step("operator: berth_operator.main is not there yet; skipped")
-        return
     port = free_port()
     state = _set_url(dev, "berth-operator", f"http://127.0.0.1:{port}/healthz")
     # the autoscaler queries the local Prometheus (when it runs; else models hold replicas)

@@ -44,7 +44,15 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        err = BerthError(str(exc.detail))
+        route = f"{request.method} {request.url.path}"
+        if exc.status_code == 405:  # say which methods the route takes
+            allow = (exc.headers or {}).get("Allow", "")
+            err = BerthError(f"{route}: method not allowed; this route takes {allow or 'others'}")
+            err.headers = {"Allow": allow} if allow else {}
+        elif exc.status_code == 404:
+            err = BerthError(f"{route}: no such route (Not Found)")
+        else:
+            err = BerthError(str(exc.detail))
         err.status = exc.status_code
         return _error_response(request, err)
 

@@ -38,11 +38,11 @@ class InferRequest:
     """(index into model outputs, binary?) in the order the client asked for."""
 
 
-def _loads(raw: bytes | memoryview) -> Any:
+def _loads(raw: bytes | memoryview, what: str = "request body") -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+        raise BadRequest(f"{what} is not valid JSON: {exc}") from None
 
 
 MAX_RANK = 16
@@ -58,7 +58,12 @@ def check_rows(rows: int, where: str, max_rows: int) -> None:
 
 
 def _shape(
-    raw: Any, where: str, spec: TensorSpec, max_elements: int, max_rows: int
+    raw: Any,
+    where: str,
+    spec: TensorSpec,
+    max_elements: int,
+    max_rows: int,
+    json_data: bool = False,
 ) -> tuple[tuple[int, ...], int]:
     if not isinstance(raw, list) or not raw or not all(type(d) is int for d in raw):
         raise BadRequest(f"{where}.shape must be a non-empty list of integers")
@@ -79,8 +84,9 @@ def _shape(
     check_rows(raw[0], f"{where}.shape[0]", max_rows)
     n = math.prod(raw)
     if n > max_elements:
+        hint = f" ({where}.data must hold {n} values)" if json_data else ""
         raise BadRequest(
-            f"{where}.shape declares {n} elements; at most {max_elements} fit in this body"
+            f"{where}.shape declares {n} elements; at most {max_elements} fit in this body{hint}"
         )
     return tuple(raw), n
 
@@ -193,7 +199,10 @@ def decode(
                 f"length {len(body)}, got {header_length!r}"
             )
         offset = int(header_length)
-        req = _loads(memoryview(body)[:offset])
+        req = _loads(
+            memoryview(body)[:offset],
+            f"the JSON header (the first {offset} bytes, per Inference-Header-Content-Length)",
+        )
     else:
         req = _loads(body)
         offset = len(body)
@@ -231,10 +240,14 @@ def decode(
         datatype = item.get("datatype")
         if datatype != spec.datatype:
             raise BadRequest(f"{where}.datatype must be {spec.datatype}, got {datatype!r}")
-        budget = len(body) - offset if "data" not in item else len(body)
-        shape, n = _shape(item.get("shape"), where, spec, min(max_elements, budget), max_rows)
         params = item.get("parameters")
         size = params.get("binary_data_size") if isinstance(params, dict) else None
+        if "data" not in item and size is None:
+            raise BadRequest(f"{where} needs data or parameters.binary_data_size")
+        budget = len(body) - offset if "data" not in item else len(body)
+        shape, n = _shape(
+            item.get("shape"), where, spec, min(max_elements, budget), max_rows, "data" in item
+        )
         if size is not None:
             if type(size) is not int or size < 0:
                 raise BadRequest(
@@ -259,10 +272,8 @@ def decode(
                 if datatype == "BOOL" and n and np.frombuffer(body, np.uint8, n, offset).max() > 1:
                     raise BadRequest(f"{where}: BOOL bytes must be 0 or 1")
             offset += size
-        elif "data" in item:
+        else:  # "data" in item (checked above)
             arr = _json_data(item["data"], where, datatype, shape, n)
-        else:
-            raise BadRequest(f"{where} needs data or parameters.binary_data_size")
         if rows == -1:
             rows = shape[0]
         elif shape[0] != rows:

@@ -53,6 +53,18 @@ def ready_pods(kube: Any, ns: str) -> list[Any]:
     return out
 
 
+def inflight(pod_ip: str) -> float:
+    """The runtime's own count of requests being served (its /metrics)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://{pod_ip}:8080/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(s.value for family in text_string_to_metric_families(text)
+               for s in family.samples if s.name == "berth_inflight_requests")  # fmt: skip
+
+
 def test_load_step_scales_up_in_panic_and_back_down(
     scaling_stack: Any, kube: Any, namespace: str, tmp_path: Path
 ) -> None:
@@ -94,8 +106,12 @@ def test_load_step_scales_up_in_panic_and_back_down(
              "--header", "content-type: application/json", "-c", "16", "-d", "300", "-w", "0"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        step = time.monotonic()
         try:
+            # the step starts when the runtime itself serves the load (its own gauge), not
+            # when the load process was spawned (its start-up takes seconds on 2 busy cores)
+            wait_for(lambda: inflight(pod.status.podIP) >= 2 * 4, 60,
+                     "the load reaching the runtime (berth_inflight_requests)")  # fmt: skip
+            step = time.monotonic()
             wait_for(lambda: replicas(kget(c, "md", "cnn", ns)) > 1, 30, "a scale-up")
             took = time.monotonic() - step
             print(f"\nload step -> /scale write: {took:.1f} s")

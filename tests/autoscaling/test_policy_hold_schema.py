@@ -39,14 +39,16 @@ BAD = [
 
 
 @pytest.mark.parametrize(("manifest", "field"), BAD)
-def test_bad_hold_setting_refused_with_its_field(cluster: Any, manifest: Any, field: str) -> None:
+def test_bad_hold_setting_refused_with_its_field(
+    cluster: Any, crds: None, manifest: Any, field: str
+) -> None:
     proc = cluster.kubectl("apply", "--dry-run=server", "-f", "-",
                            input=yaml.safe_dump(manifest), check=False)  # fmt: skip
     assert proc.returncode != 0, f"accepted: {manifest}"
     assert field in proc.stderr, proc.stderr
 
 
-def test_good_hold_settings_accepted(cluster: Any) -> None:
+def test_good_hold_settings_accepted(cluster: Any, crds: None) -> None:
     for manifest in (policy(holdDeadlineSeconds=3600, maxHeldRequests=1, maxHeldBytes="16Mi"),
                      policy(maxHeldBytes=1048576), md(1)):  # fmt: skip
         cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(manifest))

@@ -28,4 +28,6 @@ def test_autoscale_bench_smoke(cluster: Any, tmp_path: Path) -> None:
     assert scale["autoscaler_tick"]["queries_per_tick_operator"] == 2
     assert 0 < scale["prometheus_queries_per_tick"] <= 2.5
     assert scale["autoscaler_tick"]["ticks"] > 0
-    assert scale["operator_peak_rss_mb"] > 0
+    # the operator's own process was sampled: Python with kopf and lightkube weighs ~100-250
+    # MB (bench/results/autoscale-*.json); a shell or an exited pid would weigh a few MB
+    assert 50 < scale["operator_peak_rss_mb"] < 1024, scale["operator_peak_rss_mb"]

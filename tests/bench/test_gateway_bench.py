@@ -31,9 +31,12 @@ def test_gateway_bench_smoke(tmp_path: Path) -> None:
                                                       "direct", "gateway"]  # fmt: skip
         for w in r["windows"]:
             assert w["rps"] > 0 and w["runtime_cpu_s"] > 0
-            # the gateway's CPU is measured in every window, and direct ones spend ~none
-            assert w["gateway_cpu_s"] >= 0
-        assert sum(w["gateway_cpu_s"] for w in r["windows"] if w["label"] == "gateway") > 0
+            assert math.isfinite(w["gateway_cpu_s"])
+        # the gateway's CPU is measured in every window: direct ones (the gateway idle but
+        # for its table watch) spend well under half of what proxying the same load costs
+        cpu = {label: sum(w["gateway_cpu_s"] for w in r["windows"] if w["label"] == label)
+               for label in ("direct", "gateway")}  # fmt: skip
+        assert 0 <= cpu["direct"] < 0.5 * cpu["gateway"], cpu
         assert math.isfinite(r["gateway_rps_per_core"]) and math.isfinite(r["added_p50_ms"])
         lo, hi = r["added_p50_ms_spread"]
         assert lo <= r["added_p50_ms"] <= hi

@@ -14,6 +14,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 
 def test_operator_bench_smoke_turns_every_model_ready(cluster: Any, tmp_path: Path) -> None:
+    from kube_helpers import operator_stopped
+
+    # the benchmark runs its own operator: another one would turn the models Ready for it
+    operator_stopped(cluster)
     berth = Path(sys.executable).with_name("berth")
     proc = subprocess.run(
         [str(berth), "bench", "operator", "--smoke", "--out", str(tmp_path)],

@@ -133,7 +133,14 @@ def test_pod_runs_on_the_real_node_with_a_pod_ip(embedding: dict[str, Any], stac
     assert cs.containerID.startswith("containerd://") and cs.image.endswith("berth-runtime:0.1.0")
     conds = {c.type: c.status for c in pod.status.conditions}
     assert conds["Ready"] == "True" and conds["ContainersReady"] == "True"
-    assert embedding["apply_to_ready_s"] < 240
+    # the cluster's own clock agrees with ours (1 s resolution): this pod was created by this
+    # apply and turned Ready within the time measured from it, not before (a stale pod)
+    ready_at = next(c.lastTransitionTime for c in pod.status.conditions if c.type == "Ready")
+    pod_to_ready = (ready_at - pod.metadata.creationTimestamp).total_seconds()
+    assert 0 < pod_to_ready <= embedding["apply_to_ready_s"] + 2, (
+        pod_to_ready,
+        embedding["apply_to_ready_s"],
+    )
 
 
 def test_openai_embeddings_are_correct_and_prometheus_counts_them(

@@ -233,7 +233,7 @@ def test_projected_service_account_token_works_from_inside_the_pod(
 
 def test_rollout_under_steady_requests_loses_none(node: Any, kube: Any, namespace: str) -> None:
     from lightkube.resources.apps_v1 import Deployment
-    from lightkube.resources.core_v1 import Service
+    from lightkube.resources.core_v1 import Pod, Service
 
     c = web_container({"VERSION": "1"})
     c["lifecycle"] = {"preStop": {"sleep": {"seconds": 3}}}  # the endpoints go first
@@ -292,7 +292,7 @@ def test_rollout_under_steady_requests_loses_none(node: Any, kube: Any, namespac
     t = threading.Thread(target=load, daemon=True)
     t.start()
     try:
-        time.sleep(1)
+        wait_for("answers from the old pods", lambda: len(results) >= 5, timeout=30)
         kube.patch(
             Deployment,
             "roll",
@@ -309,9 +309,16 @@ def test_rollout_under_steady_requests_loses_none(node: Any, kube: Any, namespac
             },
             namespace=namespace,
         )
-        time.sleep(1)
         wait_for("the second rollout", available, timeout=180)
-        time.sleep(4)  # the old pods' preStop and termination
+
+        def old_pods_gone() -> bool:
+            pods = list(kube.list(Pod, namespace=namespace, labels={"app": "roll"}))
+            return len(pods) == 2 and not any(p.metadata.deletionTimestamp for p in pods)
+
+        # the old pods' preStop and termination, then answers from the new ones only
+        wait_for("the old pods to terminate", old_pods_gone, timeout=120)
+        done = len(results)
+        wait_for("answers from the new pods", lambda: len(results) >= done + 5, timeout=30)
     finally:
         stop.set()
         t.join(10)
@@ -327,4 +334,4 @@ def test_dev_status_lists_the_node_components(node: Any) -> None:
     st = node.status()
     for name in ("node-sandbox", "containerd", "kubelet", "kube-proxy"):
         assert st["components"][name]["state"] == "running", st["components"].get(name)
-    assert json.dumps(st)  # plain data
+    assert json.loads(json.dumps(st)) == st  # plain data: JSON round-trips it unchanged

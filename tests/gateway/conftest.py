@@ -19,7 +19,7 @@ RUNTIME = str(Path(sys.executable).parent / "berth-runtime")
 
 
 @pytest.fixture(scope="session")
-def gateway_stack(cluster: Any) -> Any:
+def _gateway_stack_started(cluster: Any) -> Any:
     from berth_dev.addons import Addons
     from berth_dev.state import running_components
 
@@ -30,7 +30,17 @@ def gateway_stack(cluster: Any) -> Any:
     return cluster
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
+def gateway_stack(_gateway_stack_started: Any) -> Any:
+    """The stack, with the dev operator running for this module (a test of another folder,
+    run before it in any order, may have stopped it to run its own)."""
+    from kube_helpers import dev_operator_running
+
+    dev_operator_running(_gateway_stack_started)
+    return _gateway_stack_started
+
+
+@pytest.fixture(scope="module")
 def gateway_url(gateway_stack: Any) -> str:
     from berth_dev.gateway import url
 

@@ -187,6 +187,11 @@ def node_cluster(cluster: Any) -> Iterator[Any]:
 
     in_cluster = in_cluster_operator_replicas(cluster) > 0  # a `make up` cluster's operator
     had_operator = cluster.stop_component("berth-operator")
+    from kube_helpers import operator_pids
+
+    # no host operator (a test's own, leaked) may converge models behind the chart's
+    # replicas: the standby-takeover test would pass with failover broken
+    assert not operator_pids(cluster), "a host operator still reconciles this cluster"
     try:
         yield cluster
     finally:

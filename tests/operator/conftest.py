@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-CRDS = REPO / "crds"
 BERTH = Path(sys.executable).with_name("berth")
 
 
@@ -80,26 +79,50 @@ class Operator:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-@pytest.fixture(scope="session")
-def crds(cluster: Any) -> None:
-    """crds/*.yaml applied and Established."""
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
-    names = [f"crd/{p.name.removesuffix('.yaml')}" for p in sorted(CRDS.glob("*.yaml"))]
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *names)
+class OperatorHolder:
+    """The one test operator of the session: started when a test asks for `operator` (the
+    dev cluster's own operator stopped first, so one operator acts), stopped as soon as
+    the next test does not ask for it (`pytest_runtest_teardown` below), so no test outside
+    this folder, in any order, ever runs beside it."""
+
+    def __init__(self, cluster: Any, log_dir: Path) -> None:
+        self.cluster = cluster
+        self.op = Operator(Path(cluster.kubeconfig), log_dir)
+
+    def acquire(self) -> Operator:
+        if self.op.proc is None or self.op.proc.poll() is not None:
+            from kube_helpers import operator_stopped
+
+            operator_stopped(self.cluster)  # the dev operator, or any leaked one
+            self.op.start()
+        return self.op
+
+    def release(self) -> None:
+        self.op.stop()
+
+
+_holder: list[OperatorHolder] = []
 
 
 @pytest.fixture(scope="session")
-def operator(
+def _operator_holder(
     cluster: Any, crds: None, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Operator]:
-    # One operator at a time: a dev cluster's own operator (`make up`, or the e2e
-    # fixtures) would reconcile the same objects and blur what these tests observe.
-    dev_operator = cluster.stop_component("berth-operator")
-    op = Operator(Path(cluster.kubeconfig), tmp_path_factory.mktemp("operator"))
-    op.start()
-    yield op
-    op.stop()
-    if dev_operator:
-        from berth_dev.addons import Addons
+) -> Iterator[OperatorHolder]:
+    holder = OperatorHolder(cluster, tmp_path_factory.mktemp("operator"))
+    _holder.append(holder)
+    try:
+        yield holder
+    finally:
+        _holder.remove(holder)
+        holder.release()
 
-        cluster.start_addons(Addons(node=False, prometheus=False, operator=True, examples=False))
+
+@pytest.fixture
+def operator(_operator_holder: OperatorHolder) -> Operator:
+    """This folder's own `berth operator run` (restartable), the only operator running."""
+    return _operator_holder.acquire()
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    if _holder and (nextitem is None or "operator" not in nextitem.fixturenames):
+        _holder[0].release()

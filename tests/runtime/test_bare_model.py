@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from conftest import Server
+from runtime_helpers import Server
 
 pytestmark = pytest.mark.integration
 

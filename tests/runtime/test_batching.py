@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from conftest import Server
+from runtime_helpers import Server
 
 pytestmark = pytest.mark.integration
 

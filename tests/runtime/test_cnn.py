@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import tritonclient.http as triton
-from conftest import TOKEN, Server
+from runtime_helpers import TOKEN, Server
 
 pytestmark = pytest.mark.integration
 

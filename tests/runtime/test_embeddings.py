@@ -9,7 +9,7 @@ import numpy as np
 import openai
 import pytest
 import tritonclient.http as triton
-from conftest import Server, minilm_dir
+from runtime_helpers import Server, minilm_dir
 
 pytestmark = pytest.mark.integration
 

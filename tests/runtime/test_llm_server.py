@@ -18,8 +18,8 @@ import httpx
 import openai
 import pytest
 from berth_runtime.llm.tiny import build
-from conftest import Server
 from prometheus_client.parser import text_string_to_metric_families
+from runtime_helpers import Server
 
 pytestmark = pytest.mark.integration
 
@@ -237,7 +237,8 @@ def test_a_disconnect_frees_the_slot_at_once(roomy: Server) -> None:
         while not next(lines).startswith('data: {"id"'):
             pass
         assert metric(roomy, "berth_llm_requests_running") == 1
-    # the connection is closed: the request leaves the batch before it could finish
+    # the connection is closed: the request leaves the batch before it could finish (3 s:
+    # 480 tokens take far longer on this machine, so a finished request cannot pass for it)
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline:
         if metric(roomy, "berth_llm_requests_running") == 0:
@@ -245,9 +246,13 @@ def test_a_disconnect_frees_the_slot_at_once(roomy: Server) -> None:
         time.sleep(0.05)
     assert metric(roomy, "berth_llm_requests_running") == 0
     assert metric(roomy, "berth_llm_requests_total", finish_reason="abort") == aborted + 1
+    # nothing is generating: a request run now takes exactly its own passes (one per token
+    # after the first, plus the prefill), none left over from the aborted one
     passes = metric(roomy, "berth_llm_forward_passes_total")
-    time.sleep(0.5)
-    assert metric(roomy, "berth_llm_forward_passes_total") == passes  # nothing is generating
+    body = {"model": NAME, "prompt": prompt, "max_tokens": 4, "temperature": 0}
+    r = httpx.post(f"{roomy.url}/v1/completions", json=body, timeout=60)
+    assert r.json()["usage"]["completion_tokens"] == 4
+    assert metric(roomy, "berth_llm_forward_passes_total") - passes == 4
 
 
 LONG_PROMPT = "hello world " * 400
@@ -317,13 +322,23 @@ def test_the_deadline_ends_a_generation(tight: Server) -> None:
 
 
 def test_metrics_carry_token_counts_and_inference_extension_names(roomy: Server) -> None:
-    m = metrics(roomy)
+    # its own request (alone or in any order): the counters grow by exactly its usage
     label = (("model", NAME),)
-    assert m[("berth_llm_generation_tokens_total", label)] > 0
-    assert m[("berth_llm_prompt_tokens_total", label)] > 0
-    assert m[("berth_llm_time_to_first_token_seconds_count", label)] > 0
+    names = ["berth_llm_generation_tokens_total", "berth_llm_prompt_tokens_total",
+             "berth_llm_time_to_first_token_seconds_count",
+             "berth_llm_e2e_request_latency_seconds_count"]  # fmt: skip
+    before = metrics(roomy)
+    body = {"model": NAME, "prompt": "hello", "max_tokens": 6, "temperature": 0}
+    usage = httpx.post(f"{roomy.url}/v1/completions", json=body, timeout=60).json()["usage"]
+    m = metrics(roomy)
+    grown = {n: m[(n, label)] - before.get((n, label), 0) for n in names}
+    assert grown == {
+        "berth_llm_generation_tokens_total": usage["completion_tokens"],
+        "berth_llm_prompt_tokens_total": usage["prompt_tokens"],
+        "berth_llm_time_to_first_token_seconds_count": 1,
+        "berth_llm_e2e_request_latency_seconds_count": 1,
+    }
     assert m[("berth_llm_time_per_output_token_seconds_count", label)] > 0
-    assert m[("berth_llm_e2e_request_latency_seconds_count", label)] > 0
     for name in (
         "vllm:num_requests_waiting",
         "vllm:num_requests_running",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import orjson
 import pytest
-from conftest import Server
+from runtime_helpers import Server
 
 pytestmark = pytest.mark.integration
 
@@ -160,26 +160,105 @@ CASES: list[tuple[str, str, str, dict[str, object], int]] = [
 ]
 
 
+# case id -> what its error must say: the field (its path) and what was expected there, as
+# the README promises; every case has one (test_every_case_says_what_its_error_names).
+NAMES: dict[str, str] = {
+    "bad-json": "request body is not valid JSON",
+    "empty-body": "request body is not valid JSON",
+    "json-array": "request body must be a JSON object with an 'inputs' list",
+    "json-string": "request body must be a JSON object with an 'inputs' list",
+    "not-utf8": "request body is not valid JSON: str is not valid UTF-8",
+    "no-inputs": "inputs must be a non-empty list",
+    "inputs-not-list": "inputs must be a non-empty list",
+    "inputs-empty": "inputs must be a non-empty list",
+    "input-not-object": "inputs[0] must be an object with name, shape, datatype and data",
+    "two-inputs-for-one": "inputs must have 1 entries ['input__0'], got 2",
+    "name-missing": "inputs[0].name must be a string",
+    "name-not-string": "inputs[0].name must be a string",
+    "wrong-datatype": "inputs[0].datatype must be FP32, got 'INT64'",
+    "unknown-datatype": "inputs[0].datatype must be FP32, got 'FP8'",
+    "datatype-missing": "inputs[0].datatype must be FP32, got None",
+    "shape-missing": "inputs[0].shape must be a non-empty list of integers",
+    "shape-not-list": "inputs[0].shape must be a non-empty list of integers",
+    "shape-wrong-rank": "inputs[0].shape must have 4 dimensions [-1, 3, 16, 16], got [1, 3, 16]",
+    "shape-wrong-dim": "inputs[0].shape[3] must be 16, got 15",
+    "shape-negative-dim": "inputs[0].shape[0] must not be negative, got -1",
+    "shape-negative-inner": "inputs[0].shape[1] must not be negative, got -3",
+    "shape-zero-batch": "inputs[0].shape[0] (batch) must be at least 1",
+    "shape-huge-rows": "inputs[0].shape[0] has 1000000000000 rows; at most 2048 rows per request (--max-rows",
+    "shape-huge": "inputs[0].shape[3] must be 16, got 16000000000",
+    "shape-float-dim": "inputs[0].shape must be a non-empty list of integers",
+    "shape-bool-dim": "inputs[0].shape must be a non-empty list of integers",
+    "data-too-short": "inputs[0].data has 767 elements; shape [1, 3, 16, 16] needs 768",
+    "data-too-long": "inputs[0].data has 769 elements; shape [1, 3, 16, 16] needs 768",
+    "data-strings": "inputs[0].data must hold numbers (not null, strings or booleans) for FP32",
+    "data-nulls": "inputs[0].data must hold numbers (not null, strings or booleans) for FP32",
+    "data-ragged": "inputs[0].data must hold 768 values",
+    "data-object": "inputs[0].data must hold 768 values",
+    "data-missing": "inputs[0] needs data or parameters.binary_data_size",
+    "data-nan-literal": "request body is not valid JSON: unexpected character",
+    "id-not-string": "id must be a string",
+    "parameters-not-object": "parameters must be an object",
+    "binary-output-flag-not-bool": "parameters.binary_data_output must be true or false",
+    "outputs-not-list": "outputs must be a list",
+    "outputs-unknown-name": "outputs[0].name must be one of ['output__0'], got 'nope'",
+    "binary-header-not-int": "Inference-Header-Content-Length must be an integer between 1 and the body length",
+    "binary-header-zero": "Inference-Header-Content-Length must be an integer between 1 and the body length",
+    "binary-header-past-body": "Inference-Header-Content-Length must be an integer between 1 and the body length",
+    "binary-header-too-short": "the JSON header (the first 10 bytes, per Inference-Header-Content-Length) is not valid JSON",
+    "binary-size-too-small": "inputs[0].parameters.binary_data_size must be 3072 for shape [1, 3, 16, 16] FP32, got 3068",
+    "binary-size-past-body": "inputs[0].parameters.binary_data_size 3072 runs past the end of the body",
+    "binary-size-negative": "inputs[0].parameters.binary_data_size must be a non-negative integer",
+    "binary-size-not-int": "inputs[0].parameters.binary_data_size must be a non-negative integer",
+    "binary-trailing-bytes": "body has 8 bytes of binary data that no input claims (check binary_data_size",
+    "binary-and-json-data": "inputs[0] has both data and binary_data_size",
+    "body-over-limit": "exceeds the limit of 1048576 bytes (--max-body-bytes)",
+    "unknown-model-infer": "model 'nope' is not served here; this server serves 'cnn'",
+    "unknown-model-metadata": "model 'nope' is not served here; this server serves 'cnn'",
+    "unknown-model-ready": "model 'nope' is not served here; this server serves 'cnn'",
+    "v1-bad-json": "request body is not valid JSON",
+    "v1-no-instances": "instances must be a non-empty list with one entry per row",
+    "v1-wrong-row-shape": "instances: each row must have shape [3, 16, 16] for input 'input__0', got rows of shape [2]",
+    "v1-strings": "instances must hold numbers (not null, strings or booleans) for FP32",
+    "v1-unknown-model": "model 'nope' is not served here; this server serves 'cnn'",
+    "v1-body-over-limit": "exceeds the limit of 1048576 bytes (--max-body-bytes)",
+    "openai-not-embedding-model": "model 'cnn' is not an embedding model",
+    "openai-model-missing": "model must be a string naming the served model",
+    "get-on-infer": "GET /v2/models/cnn/infer: method not allowed; this route takes POST",
+    "unknown-route": "GET /v3/anything: no such route",
+}  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def client(ts_server: Server) -> httpx.Client:
     with httpx.Client(base_url=ts_server.url, timeout=30) as c:
         yield c  # type: ignore[misc]
 
 
-def test_corpus_is_big_enough() -> None:
-    assert len(CASES) >= 40
+def test_every_case_says_what_its_error_names() -> None:
+    ids = [c[0] for c in CASES]
+    assert len(ids) == len(set(ids)), "two cases share an id"
+    assert set(ids) == set(NAMES), set(ids) ^ set(NAMES)
 
 
 @pytest.mark.parametrize(
-    ("method", "path", "kwargs", "status"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+    ("method", "path", "kwargs", "status", "names"),
+    [(*c[1:], NAMES.get(c[0], "")) for c in CASES],
+    ids=[c[0] for c in CASES],
 )
 def test_malformed_request(
-    client: httpx.Client, method: str, path: str, kwargs: dict[str, object], status: int
+    client: httpx.Client,
+    method: str,
+    path: str,
+    kwargs: dict[str, object],
+    status: int,
+    names: str,
 ) -> None:
     r = client.request(method, path, **kwargs)  # type: ignore[arg-type]
     assert r.status_code == status, r.text
-    body = r.json()
-    assert isinstance(body.get("error"), (str, dict)) and body["error"], body
+    error = r.json()["error"]
+    message = error["message"] if isinstance(error, dict) else error
+    assert names and names in message, f"want {names!r} in {message!r}"
     assert "Traceback" not in r.text
     assert client.get("/v2/health/ready").status_code == 200
 

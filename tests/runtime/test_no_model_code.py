@@ -20,7 +20,7 @@ from berth_runtime.manifest import Manifest, TensorSpec
 from berth_runtime.models import torch_models
 from berth_runtime.models.loader import check_sentence_transformers_modules
 from berth_runtime.safety import factory_allowed
-from conftest import REPO, minilm_dir
+from runtime_helpers import REPO, minilm_dir
 
 pytestmark = pytest.mark.unit
 

@@ -17,7 +17,7 @@ import torch
 from berth_runtime import sources
 from berth_runtime.archives import Limits
 from berth_runtime.errors import ModelLoadError
-from conftest import Server
+from runtime_helpers import Server
 from s3server import S3, s3_server
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ from berth_runtime.errors import ModelLoadError
 from berth_runtime.manifest import Manifest, TensorSpec
 from berth_runtime.models import torch_models
 from berth_runtime.safety import UNSAFE_ENV, safe_torch_load
-from conftest import BIN
+from runtime_helpers import BIN
 
 pytestmark = pytest.mark.unit
 

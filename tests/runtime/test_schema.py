@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import Server
+from runtime_helpers import Server
 
 pytestmark = pytest.mark.integration
 

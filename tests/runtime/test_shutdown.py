@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import Server
+from runtime_helpers import Server
 
 pytestmark = pytest.mark.integration
 

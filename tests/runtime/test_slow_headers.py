@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Server
+from runtime_helpers import Server
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from berth_runtime import sources
 from berth_runtime.errors import ModelLoadError
-from conftest import Server
 from httpfiles import serve_dir
+from runtime_helpers import Server
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import TOKEN, Server
+from runtime_helpers import TOKEN, Server
 
 pytestmark = pytest.mark.integration
 
