@@ -2,7 +2,14 @@
 
 Every entry is checked before anything is written: absolute names, ``..`` components,
 links whose target leaves the destination, and device or fifo entries are refused, and
-the whole archive is refused with them. Before anything is written the archive is also
+the whole archive is refused with them. Tars are then written by our own loop, not by
+``tarfile.extractall``, so the safety does not depend on the interpreter having PEP 706
+extraction filters (the runtime image's Debian Python 3.11.2 has none): each entry's
+parent directory and each link's target are resolved against the tree already written
+(a chain such as ``q -> .``, ``p -> q/..``, ``p/x`` is refused at ``p``), an existing
+path is never written through, hard links must name a regular file already unpacked,
+and modes are reduced to 0644/0755 (no setuid, setgid or sticky bits). Where the
+interpreter has ``tarfile.data_filter`` it is applied to every entry as well. Before anything is written the archive is also
 measured against :class:`Limits`: entry count, total uncompressed size, compression ratio
 and the free space on the cache's disk, so a bomb is refused before the disk fills.
 Extraction goes to a temporary directory inside the cache and is renamed into place only
@@ -104,6 +111,8 @@ def _check_tar(tar: tarfile.TarFile, limits: Limits) -> tuple[int, int]:
             _check_link(name, member.linkname, hard=member.islnk())
         elif not (member.isfile() or member.isdir()):
             raise ModelLoadError(f"archive entry {member.name!r} is a device or fifo; refused")
+        if member.mode & (stat.S_ISUID | stat.S_ISGID) and member.isfile():
+            raise ModelLoadError(f"archive entry {member.name!r} is setuid or setgid; refused")
         total += member.size if member.isfile() else 0
         if total > limits.max_unpacked_bytes:
             break  # check_size names the limit; no need to read further
@@ -125,6 +134,67 @@ def _check_zip(zf: zipfile.ZipFile, limits: Limits) -> tuple[int, int]:
             _check_link(name, target, hard=False)
         total += info.file_size  # zipfile never writes more than an entry declares
     return total, len(infos)
+
+
+def _inside(path: str, real_root: str) -> bool:
+    return path == real_root or path.startswith(real_root + os.sep)
+
+
+def _write_tar(tar: tarfile.TarFile, root: Path) -> None:
+    """Write every (already checked) entry under ``root``, resolving against what is there."""
+    real_root = os.path.realpath(root)
+    data_filter = getattr(tarfile, "data_filter", None)  # PEP 706, Python >= 3.11.4
+    for member in tar:
+        name = _check_name(member.name)
+        if data_filter is not None:
+            data_filter(member, real_root)  # raises tarfile.FilterError (a TarError)
+        if name == ".":
+            continue
+        target = os.path.join(real_root, *name.split("/"))
+        parent = os.path.realpath(os.path.dirname(target))
+        if not _inside(parent, real_root):
+            raise ModelLoadError(
+                f"archive entry {member.name!r} goes through a link that leaves the "
+                "archive; refused"
+            )
+        os.makedirs(parent, 0o755, exist_ok=True)  # tars need not list parent directories
+        target = os.path.join(parent, os.path.basename(target))
+        if os.path.islink(target) or (os.path.lexists(target) and not member.isdir()):
+            raise ModelLoadError(f"archive entry {member.name!r} is written twice; refused")
+        if member.isdir():
+            if not os.path.isdir(target):
+                os.mkdir(target, 0o755)
+        elif member.issym():
+            resolved = os.path.realpath(os.path.join(parent, member.linkname))
+            if not _inside(resolved, real_root):
+                raise ModelLoadError(
+                    f"archive link {member.name!r} -> {member.linkname!r} resolves outside; "
+                    "refused"
+                )
+            os.symlink(member.linkname, target)
+        elif member.islnk():
+            source = os.path.join(real_root, *_check_name(member.linkname).split("/"))
+            if os.path.islink(source) or not os.path.isfile(source):
+                raise ModelLoadError(
+                    f"archive hard link {member.name!r} -> {member.linkname!r} does not name "
+                    "a regular file unpacked before it; refused"
+                )
+            if not _inside(os.path.realpath(source), real_root):
+                raise ModelLoadError(
+                    f"archive hard link {member.name!r} -> {member.linkname!r} resolves "
+                    "outside; refused"
+                )
+            os.link(source, target, follow_symlinks=False)
+        elif member.isfile():
+            src = tar.extractfile(member)
+            if src is None:
+                raise ModelLoadError(f"archive entry {member.name!r} has no data; refused")
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+            with src, os.fdopen(os.open(target, flags, 0o600), "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+            os.chmod(target, 0o755 if member.mode & 0o100 else 0o644)
+        else:
+            raise ModelLoadError(f"archive entry {member.name!r} is a device or fifo; refused")
 
 
 def _assert_inside(root: Path) -> None:
@@ -158,7 +228,7 @@ def extract(archive: Path, dest: Path, limits: Limits | None = None) -> Path:
         else:
             with tarfile.open(archive, "r:*") as tar:
                 check_size(archive, *_check_tar(tar, limits), limits, dest.parent)
-                tar.extractall(tmp, filter="data")
+                _write_tar(tar, tmp)
         _assert_inside(tmp)
         os.replace(tmp, dest)
     except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as exc:
