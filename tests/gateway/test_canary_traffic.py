@@ -13,6 +13,7 @@ request differently, so every response says which version served it.
 from __future__ import annotations
 
 import json
+import math
 import time
 import warnings
 from pathlib import Path
@@ -173,7 +174,11 @@ def test_canary_10_50_promote_under_load_fails_nothing(
         assert abs(share50 - 50) <= 6, share50  # over 3 standard deviations at n=750
         assert share_after == 100.0 and n_after >= 100, (share_after, n_after)
         assert "Promoting" in phases, phases
-        assert share_promoting >= 40, (share_promoting, n_promoting)
+        # 4 standard deviations below 50% for the window's size (n was 60 to 900 here): a
+        # canary dropped at the promotion would give about 0% until new stable pods serve
+        assert n_promoting >= 15, n_promoting
+        floor = 50 - 4 * 50 / math.sqrt(n_promoting)
+        assert share_promoting >= floor, (share_promoting, n_promoting, floor)
         md = kget(c, "md", "ab", ns)
         assert md["spec"]["model"] == V2 and "canary" not in md["spec"]
         st = status(c, ns, "ab")
