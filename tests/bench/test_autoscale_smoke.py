@@ -24,8 +24,11 @@ def test_autoscale_bench_smoke(cluster: Any, tmp_path: Path) -> None:
     result = json.loads(path.read_text())
     scale = result["scale"]
     assert scale["models"] == 20 and scale["models_scaling_active"] == 20
-    # whatever the number of models: one query for the metric type in use, one for the demand seen at the gateway
-    assert scale["autoscaler_tick"]["queries_per_tick_operator"] == 2
+    # whatever the number of models: one query per metric query in use, one for the demand seen
+    # at the gateway. The bench's 20 models share one (2); models of earlier tests whose
+    # namespaces are still being deleted may add their own type's query (3 seen in CI), but one
+    # query per model would give 21
+    assert 2 <= scale["autoscaler_tick"]["queries_per_tick_operator"] <= 4, scale["autoscaler_tick"]
     assert 0 < scale["prometheus_queries_per_tick"] <= 2.5
     assert scale["autoscaler_tick"]["ticks"] > 0
     # the operator's own process was sampled: Python with kopf and lightkube weighs ~100-250
