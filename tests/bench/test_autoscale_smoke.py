@@ -29,7 +29,9 @@ def test_autoscale_bench_smoke(cluster: Any, tmp_path: Path) -> None:
     # namespaces are still being deleted may add their own type's query (3 seen in CI), but one
     # query per model would give 21
     assert 2 <= scale["autoscaler_tick"]["queries_per_tick_operator"] <= 4, scale["autoscaler_tick"]
-    assert 0 < scale["prometheus_queries_per_tick"] <= 2.5
+    # Prometheus' own query counter agrees with what the operator says it sends (not one per model)
+    per_tick = scale["autoscaler_tick"]["queries_per_tick_operator"]
+    assert 0 < scale["prometheus_queries_per_tick"] <= per_tick + 0.5, scale
     assert scale["autoscaler_tick"]["ticks"] > 0
     # the operator's own process was sampled: Python with kopf and lightkube weighs ~100-250
     # MB (bench/results/autoscale-*.json); a shell or an exited pid would weigh a few MB
