@@ -12,11 +12,27 @@ from berth_runtime.errors import BadRequest, PayloadTooLarge
 
 JSON = "application/json"
 
+MAX_DIGITS = 18
+"""Digits a byte-count header may have: 18 fit in 64 bits and exceed every size limit.
+More is refused before ``int()``, whose 4300-digit limit would raise ValueError (a 500)."""
+
+
+def byte_count(raw: str | bytes, header: str) -> int:
+    """A header holding a byte count (1 to 18 ASCII digits), or 400 naming the header."""
+    text = raw.decode("latin-1") if isinstance(raw, bytes) else raw
+    if not (0 < len(text) <= MAX_DIGITS and text.isascii() and text.isdigit()):
+        shown = repr(text) if len(text) <= 40 else f"{len(text)} characters"
+        raise BadRequest(
+            f"{header} must be a byte count of 1 to {MAX_DIGITS} ASCII digits, got {shown}"
+        )
+    return int(text)
+
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, or 413 as soon as it (or its declared length) passes ``limit``."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    raw = request.headers.get("content-length")
+    declared = None if raw is None else byte_count(raw, "Content-Length")
+    if declared is not None and declared > limit:
         raise PayloadTooLarge(
             f"request body of {declared} bytes exceeds the limit of {limit} bytes"
         )

@@ -19,6 +19,7 @@ import numpy as np
 import orjson
 import torch
 
+from berth_runtime.body import byte_count
 from berth_runtime.datatypes import NUMPY, oip_of_numpy
 from berth_runtime.errors import BadRequest, PayloadTooLarge
 from berth_runtime.manifest import TensorSpec
@@ -189,16 +190,17 @@ def decode(
     """Decode and validate one v2 infer request body."""
     offset = 0
     if header_length is not None:
-        if (
-            not header_length.isascii()
-            or not header_length.isdigit()
-            or not 0 < int(header_length) <= len(body)
-        ):
-            raise BadRequest(
-                f"Inference-Header-Content-Length must be an integer between 1 and the body "
-                f"length {len(body)}, got {header_length!r}"
-            )
-        offset = int(header_length)
+        shown = repr(header_length) if len(header_length) <= 40 else "a longer value"
+        wrong = BadRequest(
+            f"Inference-Header-Content-Length must be an integer between 1 and the body "
+            f"length {len(body)}, got {shown}"
+        )
+        try:
+            offset = byte_count(header_length, "Inference-Header-Content-Length")
+        except BadRequest:
+            raise wrong from None
+        if not 0 < offset <= len(body):
+            raise wrong
         req = _loads(
             memoryview(body)[:offset],
             f"the JSON header (the first {offset} bytes, per Inference-Header-Content-Length)",

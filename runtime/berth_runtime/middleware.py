@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from berth_runtime import routes_openai, routes_v1, routes_v2
 from berth_runtime.batcher import ARRIVAL
-from berth_runtime.body import JSON, Reply
+from berth_runtime.body import JSON, Reply, byte_count
 from berth_runtime.errors import (
     BerthError,
     Busy,
@@ -247,13 +247,14 @@ class ObserveMiddleware:
             body = b""
             if reads_body:
                 _check_media_type(media_type)
-                if declared is not None and declared.isdigit():
-                    if int(declared) > self.limit:
+                if declared is not None:
+                    length = byte_count(declared, "Content-Length")
+                    if length > self.limit:
                         raise PayloadTooLarge(
-                            f"request body of {int(declared)} bytes exceeds the limit of "
+                            f"request body of {length} bytes exceeds the limit of "
                             f"{self.limit} bytes (--max-body-bytes)"
                         )
-                    self._reserve(held, int(declared))
+                    self._reserve(held, length)
                 body = await self._read(receive, held)
             content, media, extra = await handler(body, header_length)
         except BerthError as err:

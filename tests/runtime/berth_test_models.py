@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 import warnings
@@ -93,3 +94,44 @@ def write_bare_pair(dest: Path) -> Path:
         warnings.simplefilter("ignore", FutureWarning)
         torch.jit.script(Pair()).save(str(dest / "pair.pt"))
     return dest
+
+
+def build_scripted_chat(dest: Path, answer: str) -> list[int]:
+    """The tiny chat model (berth_runtime.llm.tiny) rewired so greedy decoding writes
+    ``answer`` and then eos, whatever the prompt; returns the answer's token ids.
+
+    Every layer's attention and MLP output projections are zero, so the last hidden state is
+    the current token's embedding; each token of the chain (the prompt's last token, then
+    the answer's tokens) gets its own embedding axis, and the output head maps that axis to
+    the next token of the chain. The answer's tokens must be distinct (a successor table).
+    """
+    from berth_runtime.llm.tiny import build
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    build(dest)
+    tok = AutoTokenizer.from_pretrained(str(dest), local_files_only=True)
+    ids = list(tok(answer, add_special_tokens=False)["input_ids"])
+    start = tok("\n", add_special_tokens=False)["input_ids"]  # the template's last token
+    chain = [*start, *ids, tok.eos_token_id]
+    if len(set(chain[:-1])) != len(chain) - 1:
+        raise ValueError(f"answer {answer!r} repeats a token; the chain needs distinct tokens")
+    model = AutoModelForCausalLM.from_pretrained(str(dest), local_files_only=True)
+    hidden = model.config.hidden_size
+    if len(chain) - 1 > hidden:
+        raise ValueError(f"answer {answer!r} needs more than {hidden} tokens")
+    model.config.tie_word_embeddings = False
+    with torch.no_grad():
+        embed = torch.zeros(model.config.vocab_size, hidden)
+        head = torch.zeros(model.config.vocab_size, hidden)
+        for axis, (token, following) in enumerate(itertools.pairwise(chain)):
+            embed[token, axis] = 1.0
+            head[following, axis] = 10.0
+        model.model.embed_tokens.weight = nn.Parameter(embed)
+        model.lm_head.weight = nn.Parameter(head)
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+    model.save_pretrained(str(dest), safe_serialization=True)
+    for f in dest.iterdir():
+        f.chmod(0o644)
+    return ids

@@ -23,6 +23,7 @@ import torch
 
 from berth_runtime.errors import BadRequest, ModelLoadError
 from berth_runtime.llm.engine import Engine, EngineConfig
+from berth_runtime.llm.prompt import SpecialText, TemplateMangled
 from berth_runtime.models.base import ServedModel
 from berth_runtime.settings import Settings
 
@@ -71,6 +72,13 @@ def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
     return [int(x) for x in (raw if isinstance(raw, list) else [raw])]
 
 
+def special_strings(tokenizer: Any) -> list[str]:
+    """Every special token's text: the added tokens marked special, bos/eos/unk/pad and the rest."""
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    out = [str(t.content) for t in added.values() if getattr(t, "special", False)]
+    return out + [str(t) for t in getattr(tokenizer, "all_special_tokens", ()) or ()]
+
+
 class CausalLM(ServedModel):
     """A text generation model: no tensor inputs; served by the OpenAI chat and completion routes."""
 
@@ -110,6 +118,7 @@ class CausalLM(ServedModel):
             )
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
         self.chat_template = bool(getattr(self.tokenizer, "chat_template", None))
+        self.special_text = SpecialText(special_strings(self.tokenizer))
         self.engine_config = EngineConfig(
             max_running=settings.max_batch_size,
             max_queue=settings.max_queue,
@@ -125,13 +134,25 @@ class CausalLM(ServedModel):
             raise BadRequest(
                 f"model {self.name!r} has no chat template; use /v1/completions with a prompt"
             )
+        masked = self.special_text.mask(messages)
         try:
             text = self.tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, tokenize=False
+                masked.messages, add_generation_prompt=True, tokenize=False
             )
         except Exception as exc:  # a template may raise on a conversation it refuses
             raise BadRequest(f"the model's chat template refused these messages: {exc}") from None
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        try:
+            return self.special_text.encode(str(text), masked.pieces, self._encode_part)
+        except TemplateMangled as exc:
+            raise BadRequest(
+                "the model's chat template rewrote message content that holds special-token "
+                f"text, so it cannot be kept apart from the template's own markup ({exc})"
+            ) from None
+
+    def _encode_part(self, text: str, split_special: bool) -> list[int]:
+        """Ids of ``text``; with ``split_special`` its special-token strings are plain text."""
+        out = self.tokenizer(text, add_special_tokens=False, split_special_tokens=split_special)
+        return list(out["input_ids"])
 
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text)["input_ids"])

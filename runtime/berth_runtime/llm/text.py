@@ -2,7 +2,10 @@
 
 :class:`Detokenizer` decodes incrementally the way vLLM does: it re-decodes a short window
 (the tokens already shown plus the new ones) and emits only the text that grew, holding
-back an incomplete UTF-8 character ("\\ufffd") until its bytes arrive.
+back an incomplete UTF-8 character ("\\ufffd") until its bytes arrive. Bytes that never
+form a character (the model wrote invalid UTF-8, or the answer ended inside a character:
+max_tokens, a stop) are dropped, never sent as U+FFFD, so no piece ever holds a broken
+character; streamed and whole answers go through the same decoder and stay equal.
 :class:`StopMatcher` holds back at most ``len(longest stop) - 1`` characters so a stop
 sequence split across tokens is still caught, and cuts the text where it starts.
 """
@@ -12,6 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 Decode = Callable[[Sequence[int]], str]
+BROKEN = "\ufffd"
+"""What the tokenizer's lossy UTF-8 decoding writes for bytes that are no character."""
+
+
+def _whole(text: str) -> str:
+    return text.replace(BROKEN, "")
 
 
 class Detokenizer:
@@ -26,17 +35,17 @@ class Detokenizer:
         self.ids.extend(new_ids)
         shown = self._decode(self.ids[self._prefix : self._read])
         text = self._decode(self.ids[self._prefix :])
-        if len(text) > len(shown) and not text.endswith("\ufffd"):
+        if len(text) > len(shown) and not text.endswith(BROKEN):
             self._prefix, self._read = self._read, len(self.ids)
-            return text[len(shown) :]
+            return _whole(text[len(shown) :])
         return ""
 
     def flush(self) -> str:
-        """The text still held back at the end (an incomplete character, decoded as is)."""
+        """The text still held back at the end, without the character it leaves unfinished."""
         shown = self._decode(self.ids[self._prefix : self._read])
         text = self._decode(self.ids[self._prefix :])
         self._prefix = self._read = len(self.ids)
-        return text[len(shown) :] if len(text) > len(shown) else ""
+        return _whole(text[len(shown) :]) if len(text) > len(shown) else ""
 
 
 class StopMatcher:
