@@ -29,7 +29,7 @@ logger = logging.getLogger("berth_operator")
 Key = tuple[str, str]  # (namespace, name) of a ModelDeployment
 CHILD_KINDS = ("Deployment", "Service", "NetworkPolicy", "PodDisruptionBudget", "PodMonitor")
 WARNING_REASONS = {
-    "InvalidSpec", "InsufficientGPU", "Unschedulable", "ModelLoadFailed",
+    "InvalidSpec", "InsufficientGPU", "Unschedulable", "ModelLoadFailed", "InvalidAuthToken",
     "ImagePullFailed", "ProgressDeadlineExceeded",
     "MetricsUnavailable", "InvalidMetricQuery", "PolicyNotFound", "FailedUpdateScale",
 }  # fmt: skip
@@ -469,9 +469,15 @@ class Reconciler:
         if not await self.kube.patch_status(key[0], key[1], patch):
             return
         self._last_status[key] = new
-        for cond in status.condition_changes(previous, new):
+        told: set[tuple[str, str]] = set()
+        changes = status.condition_changes(previous, new)
+        # Degraded first: when Ready says the same, the Event names the condition to act on
+        for cond in sorted(changes, key=lambda c: c["type"] != "Degraded"):
             if cond["reason"] == "InvalidSpec":
                 continue  # converge() already posted the one Event for this refusal
+            if (cond["reason"], cond["message"]) in told:
+                continue  # Ready=False and Degraded=True saying the same thing: one Event
+            told.add((cond["reason"], cond["message"]))
             bad = cond["reason"] in WARNING_REASONS and (
                 cond["type"] != "Degraded" or cond["status"] == "True"
             )

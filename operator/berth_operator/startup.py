@@ -26,6 +26,8 @@ startup_reader.py.
 from __future__ import annotations
 
 import datetime as dt
+import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -144,32 +146,93 @@ class RuntimeReport:
     phases: tuple[tuple[str, float, float], ...]  # (name, start, end), finished ones
 
 
+# The runtime's document is the tenant's: bounds on everything in it.
+MAX_TIME = 2.0**33  # unix seconds (the year 2242): larger is no clock reading
+MAX_PHASES = 16  # entries in "phases" (the runtime reports 3)
+MAX_DEPTH = 8  # nesting of arrays and objects (the document has 3)
+
+
+def decode_report(body: bytes) -> RuntimeReport:
+    """The runtime's answer (UTF-8 JSON) as a report; ValueError says what is wrong.
+
+    Every malformed answer ends here as one ValueError: not UTF-8, not JSON, nested too
+    deeply for the parser, numbers out of range, wrong types.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 text (byte {exc.start})") from None
+    if _depth(text) > MAX_DEPTH:
+        raise ValueError(f"nested more than {MAX_DEPTH} levels deep")
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # ValueError: JSON, the int-digit limit
+        raise ValueError(f"not JSON: {type(exc).__name__}: {str(exc)[:200]}") from None
+    return parse_report(doc)
+
+
+def _depth(text: str) -> int:
+    """The deepest nesting of [ and { outside strings (a cheap scan before parsing)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def _time(value: object, what: str) -> float | None:
+    """A unix time from the document: None when absent, ValueError when not a sane one."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{what} is not a number")
+    try:
+        out = float(value)
+    except OverflowError:
+        raise ValueError(f"{what} is out of range") from None
+    if not math.isfinite(out) or not 0.0 <= out <= MAX_TIME:
+        raise ValueError(f"{what} is out of range (unix seconds, 0 to {MAX_TIME:.0f})")
+    return out
+
+
 def parse_report(doc: object) -> RuntimeReport:
     """Validate the runtime's document; ValueError says what is wrong with it."""
     if not isinstance(doc, Mapping):
         raise ValueError("not a JSON object")
-
-    def num(value: object, what: str) -> float | None:
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"{what} is not a number")
-        return float(value)
-
+    raw = doc.get("phases")
+    if raw is None:
+        raw = []
+    if not isinstance(raw, list):
+        raise ValueError("phases is not a list")
+    if len(raw) > MAX_PHASES:
+        raise ValueError(f"phases has more than {MAX_PHASES} entries")
     phases = []
-    for i, p in enumerate(doc.get("phases") or []):
+    for i, p in enumerate(raw):
         if not isinstance(p, Mapping) or p.get("name") not in RUNTIME_PHASES:
             raise ValueError(f"phases[{i}] is not one of {', '.join(RUNTIME_PHASES)}")
         start, end = (
-            num(p.get("start"), f"phases[{i}].start"),
-            num(p.get("end"), f"phases[{i}].end"),
+            _time(p.get("start"), f"phases[{i}].start"),
+            _time(p.get("end"), f"phases[{i}].end"),
         )
         if start is not None and end is not None:
             phases.append((str(p["name"]), start, end))
     return RuntimeReport(
-        process_started=num(doc.get("processStartedAt"), "processStartedAt"),
-        imported=num(doc.get("importedAt"), "importedAt"),
-        ready=num(doc.get("readyAt"), "readyAt"),
+        process_started=_time(doc.get("processStartedAt"), "processStartedAt"),
+        imported=_time(doc.get("importedAt"), "importedAt"),
+        ready=_time(doc.get("readyAt"), "readyAt"),
         phases=tuple(phases),
     )
 

@@ -4,9 +4,16 @@ Fed by the handlers: every pod event (`pod_event`, which stamps transitions with
 operator's clock) and every ModelDeployment event (`model_event`, which notes a wake-up
 when the desired replicas go from 0 to more). Once per new Ready pod it reads the
 runtime's own phases with one HTTP GET of http://<pod IP>:<port>/startup, in a task of
-its own (never in a reconcile or status write; a short timeout, one retry), assembles
-status.startup with the pure `startup.assemble` and asks for a status write. A read that
-fails leaves the runtime's phases out and says why; it never raises.
+its own (never in a reconcile or status write), assembles status.startup with the pure
+`startup.assemble` and asks for a status write. A read that fails leaves the runtime's
+phases out and says why, once; it never raises.
+
+The pod is the tenant's, so a read is bounded in every way: at most MAX_READS at once,
+one overall deadline (READ_DEADLINE_S, the retry included: a pod that drips one byte a
+second is abandoned, not held for hours by per-operation timeouts), MAX_REPORT_BYTES,
+and every malformed answer (not UTF-8, not JSON, too deep, numbers out of range, wrong
+types) refused by `startup.decode_report` without a retry. Other models' reads go on
+meanwhile.
 
 The runtime's ServiceAccount writes nothing (it has no API access at all): the operator
 reads, the runtime only answers.
@@ -15,7 +22,6 @@ reads, the runtime only answers.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -28,8 +34,11 @@ from berth_operator import startup
 logger = logging.getLogger("berth_operator.startup")
 
 Key = tuple[str, str]
-READ_TIMEOUT_S = 2.0  # seconds for one GET of /startup (a Ready runtime answers at once)
-RETRY_DELAY_S = 1.0  # seconds before the one retry (not after a refused connection)
+READ_TIMEOUT_S = 2.0  # seconds for each step of a GET of /startup (connect, each read)
+READ_DEADLINE_S = (
+    5.0  # seconds for the whole read, retry included (a Ready runtime answers at once)
+)
+RETRY_DELAY_S = 1.0  # seconds before the one retry (after a transport error or a non-200)
 MAX_REPORT_BYTES = 64 * 1024  # the pod is the tenant's: a larger answer is refused unread
 MAX_READS = 8  # reads at once: thousands of pods turning Ready never flood the operator
 WAKE_TTL_S = 600.0  # a wake-up not followed by a Ready pod within this long is forgotten
@@ -107,7 +116,12 @@ class StartupReader:
         self, key: Key, pod: startup.PodTimes, seen: startup.Seen, woken: float | None
     ) -> None:
         report, missing = await self.fetch(pod.ip)
-        result = startup.assemble(pod, seen, report, woken_at=woken, missing=missing)
+        try:
+            result = startup.assemble(pod, seen, report, woken_at=woken, missing=missing)
+        except (ArithmeticError, ValueError, OSError) as exc:  # a report past decode's checks
+            missing = f"the runtime's phases could not be used ({type(exc).__name__}: {exc})"
+            logger.info("%s/%s pod %s: %s", key[0], key[1], pod.name, missing)
+            result = startup.assemble(pod, seen, None, woken_at=woken, missing=missing)
         if result is None:
             return
         old = self.latest.get(key) or {}
@@ -122,28 +136,44 @@ class StartupReader:
         self.on_result(key)
 
     async def fetch(self, ip: str) -> tuple[startup.RuntimeReport | None, str]:
-        """The runtime's report, or None and why not (never raises)."""
+        """The runtime's report, or None and why not (logged once; never raises)."""
         host = f"[{ip}]" if ":" in ip else ip
         url = f"http://{host}:{self.port()}/startup"
-        why = ""
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=READ_TIMEOUT_S)
+        async with self._slots:  # waiting for a slot is not the pod's time
+            try:
+                async with asyncio.timeout(READ_DEADLINE_S):
+                    report, why = await self._get(self._client, url)
+            except TimeoutError:
+                report = None
+                why = f"GET {url} took longer than {READ_DEADLINE_S:g} s in all; abandoned"
+        if report is not None:
+            return report, ""
+        logger.info("runtime start-up phases not read: %s", why)
+        return None, f"the runtime's phases could not be read ({why})"
+
+    async def _get(
+        self, client: httpx.AsyncClient, url: str
+    ) -> tuple[startup.RuntimeReport | None, str]:
+        why = ""
         for attempt in range(2):
             try:
-                async with self._slots, self._client.stream("GET", url) as resp:
+                async with client.stream("GET", url) as resp:
                     if resp.status_code != 200:
                         why = f"GET {url} answered {resp.status_code}"
                     else:
-                        return startup.parse_report(json.loads(await _bounded(resp))), ""
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # nothing there: no retry
-                why = f"GET {url} failed: {type(exc).__name__}: {exc}"
-                break
-            except (httpx.HTTPError, ValueError) as exc:
+                        body = await _bounded(resp)
+                        return startup.decode_report(body), ""
+            except ValueError as exc:  # the answer itself is wrong: asking again cannot help
+                return None, f"GET {url} answered a malformed document: {exc}"
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # nothing there
+                return None, f"GET {url} failed: {type(exc).__name__}: {exc}"
+            except httpx.HTTPError as exc:
                 why = f"GET {url} failed: {type(exc).__name__}: {exc}"
             if attempt == 0:
                 await asyncio.sleep(RETRY_DELAY_S)
-        logger.info("runtime start-up phases not read: %s", why)
-        return None, f"the runtime's phases could not be read ({why})"
+        return None, why
 
 
 async def _bounded(resp: httpx.Response) -> bytes:

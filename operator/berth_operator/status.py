@@ -10,7 +10,9 @@ Conditions:
                message says the gateway holds the next request and wakes it.
   Progressing  True while the Deployment rolls out (Creating, RollingOut).
   Degraded     True when something needs a human: InvalidSpec, InsufficientGPU,
-               Unschedulable, ModelLoadFailed, ImagePullFailed, ProgressDeadlineExceeded.
+               Unschedulable, InvalidAuthToken (the runtime refused to start: the token in
+               spec.auth's Secret is empty or unusable), ModelLoadFailed, ImagePullFailed,
+               ProgressDeadlineExceeded.
   AbleToScale, ScalingActive, ScalingLimited
                the autoscaler's (HPA's names), for models with spec.autoscaling; passed in
                by the reconciler from the autoscaler loop, with status.autoscaling.
@@ -35,6 +37,12 @@ AUTOSCALER_PROBLEMS = {"MetricsUnavailable", "InvalidMetricQuery", "PolicyNotFou
 GPU_SHORTAGE = f"Insufficient {builders.GPU_RESOURCE}"
 CRASH_REASONS = {"CrashLoopBackOff": "ModelLoadFailed", "RunContainerError": "ModelLoadFailed"}
 PULL_REASONS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName"}
+# The runtime's own start-up refusal, as it writes it to its termination message
+# (runtime/berth_runtime/cli.py: "berth-runtime: start-up refused (<Reason>): <message>").
+# Only these reasons become a condition's reason: the pod is the tenant's, so its text
+# never chooses the reason.
+_REFUSAL = re.compile(r"^berth-runtime: start-up refused \(([A-Za-z]+)\): (.+)$", re.MULTILINE)
+REFUSAL_REASONS = frozenset({"InvalidAuthToken"})
 _ERROR_LINE = re.compile(r"\b(ERROR|CRITICAL|FATAL)\b|Error:|Exception:")
 _TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d[ T][0-9:.,]+\s*")
 
@@ -64,6 +72,7 @@ class PodObs:
     waiting_message: str = ""
     restarts: int = 0  # of the model container (a crash loop keeps counting up)
     last_exit: str = ""  # how it last ended: exit code, reason, termination message
+    refused: tuple[str, str] | None = None  # (reason, message): the runtime refused to start
 
 
 def observe_deployment(body: Mapping[str, Any]) -> DeploymentObs:
@@ -113,7 +122,25 @@ def observe_pod(body: Mapping[str, Any]) -> PodObs:
         waiting_message=waiting_message,
         restarts=restarts,
         last_exit=last_exit,
+        refused=_refusal(st.get("containerStatuses") or []),
     )
+
+
+def _refusal(statuses: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
+    """(reason, message) when the runtime container's last run ended in a start-up refusal.
+
+    Read from the current or the last termination, so it stays the same while the pod
+    crash-loops (waiting, running a moment, terminated): one condition, one Event.
+    """
+    for cs in statuses:
+        if cs.get("name") != builders.CONTAINER:
+            continue
+        for state in (cs.get("state") or {}, cs.get("lastState") or {}):
+            message = str((state.get("terminated") or {}).get("message") or "")[:4096]
+            found = _REFUSAL.search(message)
+            if found and found.group(1) in REFUSAL_REASONS:
+                return found.group(1), found.group(2).strip()[:600]
+    return None
 
 
 def _last_exit(statuses: Sequence[Mapping[str, Any]]) -> tuple[int, str]:
@@ -147,7 +174,7 @@ def _cond(type_: str, ok: bool, reason: str, message: str, generation: int) -> d
 
 
 def _degraded(
-    invalid: str | None, dep: DeploymentObs | None, pods: Sequence[PodObs]
+    invalid: str | None, dep: DeploymentObs | None, pods: Sequence[PodObs], auth_ref: str = ""
 ) -> tuple[str, str] | None:
     """(reason, message) when the model needs a human, else None."""
     if invalid:
@@ -157,6 +184,10 @@ def _degraded(
         if pod.unschedulable:
             reason = "InsufficientGPU" if GPU_SHORTAGE in pod.scheduler_message else "Unschedulable"
             return reason, pod.scheduler_message
+    for pod in live:
+        if pod.refused is not None and not pod.ready:
+            where = f" ({auth_ref})" if pod.refused[0] == "InvalidAuthToken" and auth_ref else ""
+            return pod.refused[0], f"the runtime refused to start{where}: {pod.refused[1]}"
     for pod in live:
         if pod.waiting_reason in CRASH_REASONS:
             msg = pod.waiting_message or f"pod {pod.name}: {pod.waiting_reason}"
@@ -191,7 +222,7 @@ def compute(
     current = dep.replicas if dep else 0
     updated = dep.updated_replicas if dep else 0
 
-    degraded = _degraded(invalid, dep, pods)
+    degraded = _degraded(invalid, dep, pods, _auth_ref(spec))
     rolled_out = (
         dep is not None
         and dep.observed_generation >= dep.generation
@@ -249,11 +280,29 @@ def compute(
         "selector": builders.selector_string(name),
         "url": model_url(name, namespace, settings),
         "modelName": builders.served_name(md),
+        "auth": auth_mode(spec),
         "conditions": conditions,
     }
     if scaler and scaler.get("status"):
         out["autoscaling"] = dict(scaler["status"])
     return out
+
+
+def auth_mode(spec: Mapping[str, Any]) -> str:
+    """status.auth: Enabled when spec.auth names a token Secret, else Disabled.
+
+    Enabled is fail-closed: the runtime requires the token on every inference route, and
+    refuses to start (Degraded, InvalidAuthToken) when the token is empty or unusable.
+    """
+    ref = (spec.get("auth") or {}).get("secretRef") or {}
+    return "Enabled" if ref.get("name") else "Disabled"
+
+
+def _auth_ref(spec: Mapping[str, Any]) -> str:
+    ref = (spec.get("auth") or {}).get("secretRef") or {}
+    if not ref.get("name"):
+        return ""
+    return f"spec.auth.secretRef: Secret {ref['name']}, key {ref.get('key') or 'token'}"
 
 
 def model_url(name: str, namespace: str, settings: Settings) -> str:

@@ -126,7 +126,7 @@ class ObserveMiddleware:
         self.state = state
         self.metrics = state.metrics
         self.inflight = state.metrics.model_metrics.inflight
-        self.token = state.token.encode() if state.token else None
+        self.token = state.token.encode() if state.token is not None else None
         s = state.settings
         self.limit = s.max_body_bytes
         self.fast = fast_routes(state)

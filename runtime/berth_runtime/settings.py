@@ -21,6 +21,60 @@ DTYPES = ("float32", "bfloat16", "float16")
 class SettingsError(ValueError):
     """A setting is missing or invalid; the message names the flag and the variable."""
 
+    reason = "InvalidSettings"
+    """One CamelCase word for the refusal (the operator's condition reason for some)."""
+
+
+class TokenError(SettingsError):
+    """The bearer token is present but unusable: the runtime refuses to start (fail closed)."""
+
+    reason = "InvalidAuthToken"
+
+
+TOKEN_ENV = "BERTH_AUTH_TOKEN"
+MAX_TOKEN_BYTES = 4096  # a token file larger than this is refused unread (a Secret holds 1 MiB)
+
+
+def clean_token(raw: str, source: str) -> str:
+    """The one rule for a token from the environment or a file: stripped of surrounding
+    whitespace (a Secret made with `kubectl create secret --from-file` ends in a newline),
+    and refused when nothing is left or when no client could send it in a header.
+
+    Refusing is failing closed: an empty token must never mean "auth off".
+    """
+    token = raw.strip()
+    if not token:
+        raise TokenError(
+            f"the bearer token from {source} is empty or only whitespace; the runtime will "
+            "not serve without the token it was asked to require (put a token in the "
+            "Secret, or remove spec.auth to serve without one)"
+        )
+    bad = next((c for c in token if not " " <= c <= "~"), None)
+    if bad is not None:
+        raise TokenError(
+            f"the bearer token from {source} holds the character {bad!r} (U+{ord(bad):04X}); "
+            "a token is printable ASCII, which is all a client can send in an "
+            "Authorization header"
+        )
+    return token
+
+
+def read_token_file(path: str) -> str:
+    """The token in `path` (a mounted Secret), cleaned by :func:`clean_token`."""
+    source = f"--auth-token-file (BERTH_AUTH_TOKEN_FILE) {path}"
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_TOKEN_BYTES + 1)
+    except OSError as exc:
+        raise TokenError(f"cannot read the bearer token from {source}: {exc}") from None
+    if len(data) > MAX_TOKEN_BYTES:
+        raise TokenError(f"the bearer token from {source} is larger than {MAX_TOKEN_BYTES} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise TokenError(f"the bearer token from {source} is not UTF-8 text") from None
+    return clean_token(text, source)
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -79,9 +133,9 @@ class Settings:
     max_compression_ratio: float = 200.0
     """Largest uncompressed/compressed size ratio of a model archive (zip bombs)."""
     auth_token: str | None = None
-    """Bearer token required on every non-probe route when set."""
+    """Bearer token required on every non-probe route when set (BERTH_AUTH_TOKEN, cleaned)."""
     auth_token_file: str | None = None
-    """File holding the bearer token (a mounted Secret); read at start-up."""
+    """File holding the bearer token (a mounted Secret); read once, at start-up."""
     threads: int | None = None
     """torch intra-op threads; None picks from the CPU quota."""
     device: str = "auto"
@@ -100,15 +154,14 @@ class Settings:
     """transformers format: KV-cache size in tokens; 0 fits --max-batch-size full contexts."""
 
     def resolved_token(self) -> str | None:
-        """The bearer token from the setting or its file, stripped; None when auth is off."""
-        if self.auth_token:
-            return self.auth_token
-        if self.auth_token_file:
-            with open(self.auth_token_file, encoding="utf-8") as fh:
-                token = fh.read().strip()
-            if not token:
-                raise SettingsError(f"auth token file {self.auth_token_file} is empty")
-            return token
+        """The bearer token from the setting or its file, cleaned; None when auth is off.
+
+        TokenError when a token is present but empty or unusable (fail closed).
+        """
+        if self.auth_token is not None:
+            return clean_token(self.auth_token, TOKEN_ENV)
+        if self.auth_token_file is not None:
+            return read_token_file(self.auth_token_file)
         return None
 
 
@@ -222,9 +275,15 @@ def settings_from(values: Mapping[str, str | None], environ: Mapping[str, str]) 
             continue
         kwargs[dest] = _convert(raw, kind, flag, env)
     _structured(kwargs)
-    token = environ.get("BERTH_AUTH_TOKEN")
-    if token:
-        kwargs["auth_token"] = token
+    # Present means on: an empty value is refused, never taken for "auth off".
+    if TOKEN_ENV in environ:
+        if "auth_token_file" in kwargs:
+            raise TokenError(
+                f"both {TOKEN_ENV} and --auth-token-file (BERTH_AUTH_TOKEN_FILE) are set; set one"
+            )
+        kwargs["auth_token"] = clean_token(environ[TOKEN_ENV], TOKEN_ENV)
+    elif isinstance(kwargs.get("auth_token_file"), str):
+        kwargs["auth_token"] = read_token_file(str(kwargs["auth_token_file"]))
     access = values.get("access_log")
     if access is None:
         access_env = environ.get("BERTH_ACCESS_LOG", "")

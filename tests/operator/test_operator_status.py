@@ -50,6 +50,7 @@ def test_ready_status_exact() -> None:
         "selector": "app.kubernetes.io/instance=m,app.kubernetes.io/name=berth-runtime",
         "url": "http://m.ns.svc.cluster.local",
         "modelName": "m",
+        "auth": "Disabled",
         "conditions": [
             {"type": "Ready", "status": "True", "reason": "Serving",
              "message": "1/1 replicas ready", "observedGeneration": 2, "lastTransitionTime": T0},
