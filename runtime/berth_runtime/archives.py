@@ -168,8 +168,7 @@ def _write_tar(tar: tarfile.TarFile, root: Path) -> None:
             resolved = os.path.realpath(os.path.join(parent, member.linkname))
             if not _inside(resolved, real_root):
                 raise ModelLoadError(
-                    f"archive link {member.name!r} -> {member.linkname!r} resolves outside; "
-                    "refused"
+                    f"archive link {member.name!r} -> {member.linkname!r} resolves outside; refused"
                 )
             os.symlink(member.linkname, target)
         elif member.islnk():

@@ -3,7 +3,7 @@
 The runtime image's Python (Debian bookworm's 3.11.2) has no PEP 706 extraction
 filters, so these rows run twice: once as this interpreter is, once with
 ``tarfile.data_filter`` hidden, which is how the image's interpreter behaves. The same
-module runs inside the runtime image itself in tests/install/test_images.py.
+module runs inside the runtime image itself in tests/install/test_runtime_image.py.
 """
 
 from __future__ import annotations
@@ -60,9 +60,11 @@ HOSTILE = {
     "symlink-chain": [sym("q", "."), sym("p", "q/.."), entry("p/pwned.txt", b"x")],
     # the same chain, one level down, inside the model directory
     "symlink-chain-nested": [
-        entry("model/w.bin", b"w"), sym("model/q", "."), sym("model/p", "q/../.."),
+        entry("model/w.bin", b"w"),
+        sym("model/q", "."),
+        sym("model/p", "q/../.."),
         entry("model/p/pwned.txt", b"x"),
-    ],  # fmt: skip
+    ],
     # a link through a link: a -> b, then b -> .. (a's target is checked when written)
     "link-then-retarget": [sym("a", "b/pwned.txt"), sym("b", ".."), entry("a", b"x")],
     # a regular file written through an existing symlink would land outside
